@@ -1,0 +1,133 @@
+"""The environment's config: task + learner + the decision problem around them.
+
+``EnvConfig`` is frozen and validated on creation. ``resolve_config`` turns a preset name plus
+keyword overrides (what ``gymnasium.make`` passes) into one, with errors that name the bad key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from .learners import LearnerConfig
+from .quantities import BUDGET_MODES, QuantityMapping
+from .tasks import TaskConfig, SyntheticTaskConfig, task_config_from_dict
+from .validation import ConfigError, check_choice, check_float, check_int, fail
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Everything that defines a DUS environment.
+
+    :param task: where the data comes from (synthetic, mfeat or features).
+    :param learner: model and optimizer of the multimodal learner.
+    :param base_batch_size: ``B``, per-modality samples per iteration under uniform sampling.
+    :param min_quantity: smallest per-modality quantity per iteration (at least 1).
+    :param max_quantity: largest per-modality quantity per iteration.
+    :param budget: ``fixed`` (every iteration uses ``M * B`` samples) or ``free``.
+    :param iterations_per_step: ``K``, training iterations between two decisions.
+    :param decision_steps: ``T``, decisions per episode (the training budget).
+    :param reward_scale: multiplies every reward (the return is scaled by the same factor).
+    :param gap_penalty: weight of the imbalance penalty on the gap between the best and worst
+        unimodal validation accuracy (0 = reward is the pure balanced-accuracy gain).
+    :param divergence_penalty: reward of the step whose training loss became non-finite.
+    :param torch_threads: ``torch.set_num_threads`` applied when the env is created (one thread per
+        env process is fastest for these small models); ``None`` leaves torch's setting alone.
+    """
+
+    task: TaskConfig = field(default_factory=SyntheticTaskConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    base_batch_size: int = 32
+    min_quantity: int = 8
+    max_quantity: int = 56
+    budget: str = "fixed"
+    iterations_per_step: int = 10
+    decision_steps: int = 20
+    reward_scale: float = 1.0
+    gap_penalty: float = 0.0
+    divergence_penalty: float = 1.0
+    torch_threads: int | None = 1
+
+    def __post_init__(self) -> None:
+        owner = type(self).__name__
+        if isinstance(self.task, dict):
+            object.__setattr__(self, "task", task_config_from_dict(self.task))
+        if isinstance(self.learner, dict):
+            object.__setattr__(self, "learner", LearnerConfig(**self.learner))
+        check_int(owner, "base_batch_size", self.base_batch_size, 1, 1_000_000)
+        check_int(owner, "min_quantity", self.min_quantity, 1, self.base_batch_size)
+        check_int(owner, "max_quantity", self.max_quantity, self.base_batch_size, 1_000_000)
+        check_choice(owner, "budget", self.budget, BUDGET_MODES)
+        check_int(owner, "iterations_per_step", self.iterations_per_step, 1, 1_000_000)
+        check_int(owner, "decision_steps", self.decision_steps, 1, 1_000_000)
+        check_float(owner, "reward_scale", self.reward_scale, 0.0, low_open=True)
+        check_float(owner, "gap_penalty", self.gap_penalty, 0.0)
+        check_float(owner, "divergence_penalty", self.divergence_penalty, 0.0)
+        if self.torch_threads is not None:
+            check_int(owner, "torch_threads", self.torch_threads, 1, 1024)
+        n_train = getattr(self.task, "n_train", None)
+        if n_train is not None and self.max_quantity > n_train:
+            fail(owner, "max_quantity", self.max_quantity, f"cannot exceed the task's n_train={n_train}")
+
+    def quantity_mapping(self, n_modalities: int) -> QuantityMapping:
+        return QuantityMapping(n_modalities, self.base_batch_size, self.min_quantity, self.max_quantity, self.budget)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (for YAML/JSON); ``EnvConfig(**d)`` rebuilds the same config."""
+        values = dataclasses.asdict(self)
+        values["task"] = {k: v for k, v in values["task"].items()}
+        values["learner"].pop("shared_head", None)
+        return values
+
+
+_ENV_FIELDS = {f.name for f in dataclasses.fields(EnvConfig)} - {"task", "learner"}
+_LEARNER_FIELDS = {f.name for f in dataclasses.fields(LearnerConfig) if f.init}
+
+
+def resolve_config(base: EnvConfig, overrides: dict[str, Any]) -> EnvConfig:
+    """``base`` with ``overrides`` applied; what ``gymnasium.make(id, **overrides)`` goes through.
+
+    Accepted keys: any ``EnvConfig`` field; ``task`` / ``learner`` as dicts of the fields to change
+    (``task={"kind": "mfeat"}`` switches the source and starts from that kind's defaults); and any
+    single task or learner field by name at the top level, e.g. ``path="f.npz"`` or ``lr=3e-4``.
+    """
+    env_values: dict[str, Any] = {}
+    task_values: dict[str, Any] = {}
+    learner_values: dict[str, Any] = {}
+    task_fields = {f.name for f in dataclasses.fields(base.task) if f.init}
+    for key, value in overrides.items():
+        if key == "task":
+            task_values.update(_as_dict(base.task, value, "task"))
+        elif key == "learner":
+            learner_values.update(_as_dict(base.learner, value, "learner"))
+        elif key in _ENV_FIELDS:
+            env_values[key] = value
+        elif key in task_fields:
+            task_values[key] = value
+        elif key in _LEARNER_FIELDS:
+            learner_values[key] = value
+        else:
+            raise ConfigError(
+                f"unknown option {key!r}: accepted are the env fields {sorted(_ENV_FIELDS)}, the learner fields "
+                f"{sorted(_LEARNER_FIELDS)}, the {base.task.kind} task fields {sorted(task_fields)}, 'task' and 'learner'"
+            )
+    task = base.task
+    if task_values:
+        kind = task_values.get("kind", base.task.kind)
+        start = {} if kind != base.task.kind else {k: v for k, v in _init_values(base.task).items()}
+        task = task_config_from_dict({**start, **task_values, "kind": kind})
+    learner = dataclasses.replace(base.learner, **learner_values) if learner_values else base.learner
+    return dataclasses.replace(base, task=task, learner=learner, **env_values)
+
+
+def _init_values(config: Any) -> dict[str, Any]:
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.init}
+
+
+def _as_dict(current: Any, value: Any, name: str) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    if dataclasses.is_dataclass(value):
+        return {**_init_values(value), **({"kind": value.kind} if name == "task" else {})}
+    raise ConfigError(f"{name}={value!r} is invalid: expected a dict of fields or a {type(current).__name__}")

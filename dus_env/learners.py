@@ -1,0 +1,189 @@
+"""Learners: the multimodal learning method that consumes the per-modality sample quantities.
+
+A learner owns the model and the optimizer and performs one training iteration given the
+quantities ``n_j``; it returns the loss and the iteration's modality scores ``s_t^j``, computed
+from the logits the iteration already produced.
+
+* ``joint`` (late-fusion baseline): one paired batch of ``max_j n_j`` samples; modality ``j``
+  takes part in a seeded random subset of ``n_j`` of them and is left out of the fused logits of
+  the rest; one fused cross-entropy step. A modality with more samples than the others therefore
+  also trains on samples where it must predict alone.
+* ``alternating`` (MLA-style): each modality draws its own batch of ``n_j`` samples and is updated
+  in turn, through a head shared by all modalities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .models import MultimodalModel
+from .monitor import modality_score
+from .tasks import Task
+from .validation import check_choice, check_float, check_int
+
+LEARNER_KINDS = ("joint", "alternating")
+OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    """Model and optimizer of the learner.
+
+    :param kind: ``joint`` or ``alternating`` (see the module docstring).
+    :param hidden_sizes: hidden layer widths of every modality encoder.
+    :param embedding_dim: width of each encoder's output.
+    :param optimizer: ``adam`` or ``sgd`` (with ``momentum``).
+    :param lr: learning rate.
+    :param momentum: SGD momentum (ignored by Adam).
+    :param weight_decay: L2 penalty.
+    """
+
+    kind: str = "joint"
+    hidden_sizes: tuple[int, ...] = (64,)
+    embedding_dim: int = 32
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    shared_head: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        owner = type(self).__name__
+        check_choice(owner, "kind", self.kind, LEARNER_KINDS)
+        hidden = (self.hidden_sizes,) if isinstance(self.hidden_sizes, int) else tuple(self.hidden_sizes)
+        object.__setattr__(self, "hidden_sizes", hidden)
+        for width in hidden:
+            check_int(owner, "hidden_sizes", width, 1, 65_536)
+        check_int(owner, "embedding_dim", self.embedding_dim, 1, 65_536)
+        check_choice(owner, "optimizer", self.optimizer, OPTIMIZERS)
+        check_float(owner, "lr", self.lr, 0.0, low_open=True)
+        check_float(owner, "momentum", self.momentum, 0.0, 1.0, high_open=True)
+        check_float(owner, "weight_decay", self.weight_decay, 0.0)
+        object.__setattr__(self, "shared_head", self.kind == "alternating")
+
+
+class IndexStream:
+    """Training-set rows in epochs: a seeded permutation consumed in order, reshuffled when spent.
+
+    Why epochs and not sampling with replacement: every sample is seen once per epoch, as in an
+    ordinary training loop, so the learner's behaviour matches the loop a policy is exported to.
+    """
+
+    def __init__(self, n_rows: int, generator: torch.Generator) -> None:
+        self.n_rows = n_rows
+        self.generator = generator
+        self.order = torch.randperm(n_rows, generator=generator)
+        self.position = 0
+
+    def take(self, count: int) -> torch.Tensor:
+        if count > self.n_rows:
+            raise ValueError(f"cannot draw {count} samples per iteration from a training split of {self.n_rows}")
+        end = self.position + count
+        if end <= self.n_rows:
+            rows = self.order[self.position : end]
+            self.position = end
+            return rows
+        tail = self.order[self.position :]
+        self.order = torch.randperm(self.n_rows, generator=self.generator)
+        self.position = count - len(tail)
+        return torch.cat((tail, self.order[: self.position]))
+
+
+class Learner(Protocol):
+    model: MultimodalModel
+
+    def train_iteration(self, quantities: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """One iteration with ``quantities[j]`` samples for modality ``j``; returns ``(loss, scores[M])``."""
+        ...
+
+
+def _make_optimizer(config: LearnerConfig, model: MultimodalModel) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+class JointLearner:
+    """Late fusion with per-modality participation masks (see the module docstring)."""
+
+    def __init__(self, config: LearnerConfig, model: MultimodalModel, task: Task, generator: torch.Generator) -> None:
+        self.model = model
+        self.optimizer = _make_optimizer(config, model)
+        self.features = task.train.features
+        self.labels = task.train.labels
+        self.n_classes = task.n_classes
+        self.generator = generator
+        self.rows = IndexStream(len(task.train), generator)
+        self.scores = torch.zeros(model.n_modalities)
+
+    def train_iteration(self, quantities: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        batch_size = int(quantities.max())
+        rows = self.rows.take(batch_size)
+        labels = self.labels[rows]
+        fused = torch.zeros(batch_size, self.n_classes)
+        for j, count in enumerate(quantities.tolist()):
+            if count == batch_size:
+                logits = self.model.modality_logits(j, self.features[j][rows])
+                fused = fused + logits
+                self.scores[j] = modality_score(logits, labels)
+            else:
+                members = torch.randperm(batch_size, generator=self.generator)[:count]
+                logits = self.model.modality_logits(j, self.features[j][rows[members]])
+                fused = fused.index_add(0, members, logits)
+                self.scores[j] = modality_score(logits, labels[members])
+        loss = F.cross_entropy(fused, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach(), self.scores
+
+
+class AlternatingLearner:
+    """MLA-style: every modality trains alone on its own batch, in turn, through the shared head."""
+
+    def __init__(self, config: LearnerConfig, model: MultimodalModel, task: Task, generator: torch.Generator) -> None:
+        self.model = model
+        self.optimizer = _make_optimizer(config, model)
+        self.features = task.train.features
+        self.labels = task.train.labels
+        self.streams = [IndexStream(len(task.train), generator) for _ in range(model.n_modalities)]
+        self.scores = torch.zeros(model.n_modalities)
+
+    def train_iteration(self, quantities: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        total = torch.zeros(())
+        for j, count in enumerate(quantities.tolist()):
+            rows = self.streams[j].take(count)
+            labels = self.labels[rows]
+            logits = self.model.modality_logits(j, self.features[j][rows])
+            loss = F.cross_entropy(logits, labels)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            total = total + loss.detach() * count
+            self.scores[j] = modality_score(logits, labels)
+        return total / float(quantities.sum()), self.scores
+
+
+def build_learner(
+    config: LearnerConfig, task: Task, generator: torch.Generator, model: MultimodalModel | None = None
+) -> Learner:
+    """A freshly initialised model and optimizer for one episode, all randomness from ``generator``.
+
+    Pass the previous episode's ``model`` to reuse its memory: its parameters are re-drawn, so
+    the episode is the same as with a new model.
+    """
+    if model is None or model.feature_dims != task.feature_dims or model.n_classes != task.n_classes:
+        # Built on the meta device so that construction draws nothing from torch's global RNG.
+        with torch.device("meta"):
+            model = MultimodalModel(
+                task.feature_dims, task.n_classes, config.hidden_sizes, config.embedding_dim, config.shared_head
+            )
+        model = model.to_empty(device="cpu")
+    model.reset_parameters(generator)
+    learner_class = JointLearner if config.kind == "joint" else AlternatingLearner
+    return learner_class(config, model, task, generator)

@@ -1,0 +1,187 @@
+"""The observation layout: which slot of the observation vector means what, as versioned data.
+
+The environment, the heuristic agent, the policy exporter and ``DUSSampler`` all read and write
+observations through this module, so a policy trained in the environment sees exactly the same
+vector in a user's own training loop. Changing what a slot means, or the order, requires a new
+``LAYOUT_VERSION``; exported policies record the version and are refused by a sampler of another.
+
+Layout version 1 (``M`` = number of modalities, all values float32 in the slot's range):
+
+==========================  ====  =========  ========================================================
+slot                        size  range      meaning
+==========================  ====  =========  ========================================================
+``cumulative_score``        M     [0, 1]     ŝ_t^j, the cumulative modality score
+``last_score``              M     [0, 1]     s_t^j of the last training iteration
+``score_gap``               M     [-1, 1]    ŝ_t^j - mean_k ŝ_t^k (negative = lagging modality)
+``score_ratio``             M     [0, 1]     ŝ_t^j / max_k ŝ_t^k
+``val_modality_accuracy``   M     [0, 1]     balanced validation accuracy of modality j alone
+``val_fused_accuracy``      1     [0, 1]     balanced validation accuracy of the fused prediction
+``last_share``              M     [0, 1]     n_j / sum_k n_k of the last decision (1/M at reset)
+``progress``                1     [0, 1]     decision steps taken / decision steps per episode
+``train_loss``              1     [0, 1]     mean training loss of the last step / ln(n_classes),
+                                             clipped (1 = chance level at initialisation)
+==========================  ====  =========  ========================================================
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from .monitor import DiscrepancyMonitor
+
+LAYOUT_VERSION = 1
+
+
+class LayoutVersionError(ValueError):
+    """An observation or policy artifact was made for a different observation layout."""
+
+
+@dataclass(frozen=True)
+class Slot:
+    name: str
+    per_modality: bool
+    low: float
+    high: float
+    description: str
+
+
+SLOTS_V1: tuple[Slot, ...] = (
+    Slot("cumulative_score", True, 0.0, 1.0, "cumulative modality score ŝ_t^j"),
+    Slot("last_score", True, 0.0, 1.0, "modality score s_t^j of the last iteration"),
+    Slot("score_gap", True, -1.0, 1.0, "ŝ_t^j minus the mean over modalities"),
+    Slot("score_ratio", True, 0.0, 1.0, "ŝ_t^j divided by the best modality's ŝ_t"),
+    Slot("val_modality_accuracy", True, 0.0, 1.0, "balanced validation accuracy of each modality alone"),
+    Slot("val_fused_accuracy", False, 0.0, 1.0, "balanced validation accuracy of the fused prediction"),
+    Slot("last_share", True, 0.0, 1.0, "share of the last decision's samples given to each modality"),
+    Slot("progress", False, 0.0, 1.0, "decision steps taken / decision steps per episode"),
+    Slot("train_loss", False, 0.0, 1.0, "last step's mean training loss / ln(n_classes), clipped"),
+)
+
+
+@dataclass(frozen=True)
+class TrainingStatus:
+    """Everything an observation is made of, gathered by the env or by ``DUSSampler``.
+
+    :param monitor: the discrepancy monitor of the current episode / training run.
+    :param val_modality_accuracy: balanced validation accuracy per modality, in ``[0, 1]``.
+    :param val_fused_accuracy: balanced validation accuracy of the fused prediction.
+    :param quantities: the last decision's per-modality quantities.
+    :param progress: share of the decision steps done, in ``[0, 1]``.
+    :param train_loss: mean training loss over the last decision step (nats).
+    :param n_classes: number of classes (to normalise the loss).
+    """
+
+    monitor: DiscrepancyMonitor
+    val_modality_accuracy: Sequence[float]
+    val_fused_accuracy: float
+    quantities: Sequence[int]
+    progress: float
+    train_loss: float
+    n_classes: int
+
+
+@dataclass(frozen=True)
+class ObservationLayout:
+    """Slot names, positions and bounds for ``n_modalities`` modalities, in layout ``version``."""
+
+    n_modalities: int
+    version: int = LAYOUT_VERSION
+
+    def __post_init__(self) -> None:
+        if self.version != LAYOUT_VERSION:
+            raise LayoutVersionError(
+                f"observation layout version {self.version} is not supported by this dus_env "
+                f"(it builds version {LAYOUT_VERSION}); re-export the policy with this version"
+            )
+
+    @property
+    def slots(self) -> tuple[Slot, ...]:
+        return SLOTS_V1
+
+    def _width(self, slot: Slot) -> int:
+        return self.n_modalities if slot.per_modality else 1
+
+    @property
+    def size(self) -> int:
+        return sum(self._width(slot) for slot in self.slots)
+
+    def index(self, name: str) -> slice:
+        """Positions of slot ``name`` in the observation vector."""
+        start = 0
+        for slot in self.slots:
+            width = self._width(slot)
+            if slot.name == name:
+                return slice(start, start + width)
+            start += width
+        raise KeyError(f"no slot {name!r} in observation layout v{self.version}; slots: {[s.name for s in self.slots]}")
+
+    def read(self, observation: np.ndarray, name: str) -> np.ndarray:
+        """The values of slot ``name`` in an observation (or the last axis of a batch of them)."""
+        observation = np.asarray(observation)
+        if observation.shape[-1] != self.size:
+            raise ValueError(
+                f"observation has {observation.shape[-1]} values, layout v{self.version} for "
+                f"{self.n_modalities} modalities has {self.size}"
+            )
+        return observation[..., self.index(name)]
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        low = np.concatenate([np.full(self._width(s), s.low, dtype=np.float32) for s in self.slots])
+        high = np.concatenate([np.full(self._width(s), s.high, dtype=np.float32) for s in self.slots])
+        return low, high
+
+    def names(self) -> list[str]:
+        """One name per position, e.g. ``cumulative_score[0]``, for logs, plots and docs."""
+        return [
+            f"{slot.name}[{j}]" if slot.per_modality else slot.name
+            for slot in self.slots
+            for j in range(self._width(slot))
+        ]
+
+    def build(self, status: TrainingStatus) -> np.ndarray:
+        """The observation vector for ``status``: the one place observations are made."""
+        monitor = status.monitor
+        if monitor.n_modalities != self.n_modalities:
+            raise ValueError(f"monitor tracks {monitor.n_modalities} modalities, layout expects {self.n_modalities}")
+        quantities = np.asarray(status.quantities, dtype=np.float64)
+        values = {
+            "cumulative_score": monitor.cumulative.numpy(),
+            "last_score": monitor.last.numpy(),
+            "score_gap": monitor.relative_gap().numpy(),
+            "score_ratio": monitor.ratio_to_best().numpy(),
+            "val_modality_accuracy": np.asarray(status.val_modality_accuracy, dtype=np.float64),
+            "val_fused_accuracy": [status.val_fused_accuracy],
+            "last_share": quantities / quantities.sum(),
+            "progress": [status.progress],
+            "train_loss": [status.train_loss / math.log(status.n_classes)],
+        }
+        parts = [np.clip(np.asarray(values[slot.name], dtype=np.float64), slot.low, slot.high) for slot in self.slots]
+        return np.concatenate(parts).astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready description, saved with exported policies and printed in the docs."""
+        return {
+            "version": self.version,
+            "n_modalities": self.n_modalities,
+            "size": self.size,
+            "slots": [
+                {"name": s.name, "index": [self.index(s.name).start, self.index(s.name).stop], "low": s.low,
+                 "high": s.high, "description": s.description}
+                for s in self.slots
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ObservationLayout":
+        """Rebuild a saved layout; refuses another version with :class:`LayoutVersionError`."""
+        version = values.get("version")
+        if version != LAYOUT_VERSION:
+            raise LayoutVersionError(
+                f"artifact uses observation layout version {version!r}, this dus_env builds version "
+                f"{LAYOUT_VERSION}: re-export the policy with this dus_env, or install the version that made it"
+            )
+        return cls(int(values["n_modalities"]), int(version))

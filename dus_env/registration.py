@@ -1,0 +1,18 @@
+"""Every environment id, registered in one place by one idempotent function."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+from .presets import PRESETS
+
+NAMESPACE = "dus_env"
+ENV_IDS: tuple[str, ...] = tuple(f"{NAMESPACE}/{name}-v0" for name in PRESETS)
+
+
+def register_envs() -> None:
+    """Register ``dus_env/<Preset>-v0`` for every preset; calling it again changes nothing."""
+    for name, env_id in zip(PRESETS, ENV_IDS):
+        if env_id in gym.registry:
+            continue
+        gym.register(id=env_id, entry_point="dus_env.env:DUSEnv", kwargs={"preset_name": name})
