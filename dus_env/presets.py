@@ -16,14 +16,14 @@ PRESETS: dict[str, EnvConfig] = {
     "Synthetic3": EnvConfig(
         task=SyntheticTaskConfig(
             n_modalities=3,
-            signal_strengths=(1.0, 0.35, 0.25),
+            signal_strengths=(1.0, 0.45, 0.35),
             corruption_rates=(0.4, 0.2, 0.0),
         )
     ),
     # Harder: a weaker weak modality, a more often corrupted strong one, fewer training samples.
     "SyntheticHard": EnvConfig(
         task=SyntheticTaskConfig(
-            signal_strengths=(1.0, 0.18),
+            signal_strengths=(1.0, 0.25),
             corruption_rates=(0.5, 0.0),
             n_train=600,
         )
@@ -35,9 +35,9 @@ PRESETS: dict[str, EnvConfig] = {
 
 #: Keys that each preset sets on top of ``EnvConfig()``, for the registry and the README table.
 PRESET_SUMMARIES: dict[str, str] = {
-    "Synthetic": "2 modalities, strong (signal 1.0, 40% corrupted) + weak (signal 0.25); the default",
-    "Synthetic3": "3 modalities, signals 1.0 / 0.35 / 0.25, corruption 0.4 / 0.2 / 0",
-    "SyntheticHard": "2 modalities, weak signal 0.18, strong 50% corrupted, 600 training samples",
+    "Synthetic": "2 modalities, strong (signal 1.0, 40% corrupted) + weak (signal 0.35); the default",
+    "Synthetic3": "3 modalities, signals 1.0 / 0.45 / 0.35, corruption 0.4 / 0.2 / 0",
+    "SyntheticHard": "2 modalities, weak signal 0.25, strong 50% corrupted, 600 training samples",
     "MFeat": "UCI Multiple Features digits, views fac (strong) + fou (weak), stratified split",
     "Features": "your own per-modality features from an .npz file; needs path=...",
 }

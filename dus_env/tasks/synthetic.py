@@ -43,7 +43,7 @@ class SyntheticTaskConfig:
     n_modalities: int = 2
     n_classes: int = 10
     feature_dim: int = 32
-    signal_strengths: tuple[float, ...] = (1.0, 0.25)
+    signal_strengths: tuple[float, ...] = (1.0, 0.35)
     corruption_rates: tuple[float, ...] = (0.4, 0.0)
     n_train: int = 1000
     n_val: int = 500
