@@ -6,25 +6,51 @@ Importing the package registers the Gymnasium ids ``dus_env/<Name>-v0`` (see ``E
     import dus_env  # noqa: F401  (registers the ids)
 
     env = gym.make("dus_env/Synthetic-v0")
+
+The plug-in sampler (``dus_env.sampler.DUSSampler``) needs only torch and numpy: when gymnasium is
+not installed, the package still imports, without the environment and its registration.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from .config import EnvConfig, resolve_config
-from .env import DUSEnv
 from .learners import LearnerConfig
 from .metrics import Evaluation, balanced_accuracy, evaluate
 from .monitor import DiscrepancyMonitor, modality_score
 from .observation import LAYOUT_VERSION, LayoutVersionError, ObservationLayout, TrainingStatus
 from .presets import PRESETS, TINY_OVERRIDES, preset
 from .quantities import QuantityMapping
-from .registration import ENV_IDS, register_envs
 from .tasks import FeatureFileError, FeaturesTaskConfig, MFeatTaskConfig, SyntheticTaskConfig
 from .validation import ConfigError
 
 __version__ = "0.1.0"
 
-register_envs()
+try:
+    import gymnasium  # noqa: F401
+except ImportError:  # a deployment that only runs DUSSampler
+    HAS_GYMNASIUM = False
+else:
+    HAS_GYMNASIUM = True
+    from .registration import register_envs
+
+    register_envs()
+
+_GYMNASIUM_NAMES = {"DUSEnv": ("env", "DUSEnv"), "ENV_IDS": ("registration", "ENV_IDS"), "register_envs": ("registration", "register_envs")}
+
+
+def __getattr__(name: str) -> Any:
+    """The environment's names load on first use, so that importing the sampler needs no gymnasium."""
+    if name in _GYMNASIUM_NAMES:
+        if not HAS_GYMNASIUM:
+            raise ImportError(f"dus_env.{name} needs gymnasium: pip install 'gymnasium>=1.0'")
+        import importlib
+
+        module, attribute = _GYMNASIUM_NAMES[name]
+        return getattr(importlib.import_module(f".{module}", __name__), attribute)
+    raise AttributeError(f"module 'dus_env' has no attribute {name!r}")
+
 
 __all__ = [
     "ENV_IDS",

@@ -79,7 +79,9 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
         base = config if config is not None else preset(preset_name)
         self.config = resolve_config(base, overrides) if overrides else base
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ConfigError(f"render_mode={render_mode!r} is invalid: expected None or 'ansi'")
+            # TypeError, not ValueError: Stable-Baselines3's make_vec_env asks for "rgb_array" and
+            # retries without a render mode on TypeError, so DUSEnv works with it as it is.
+            raise TypeError(f"render_mode={render_mode!r} is not supported: DUSEnv renders None or 'ansi' only")
         self.render_mode = render_mode
         if self.config.torch_threads is not None:
             torch.set_num_threads(self.config.torch_threads)

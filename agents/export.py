@@ -1,0 +1,112 @@
+"""Export trained agents as self-contained policy artifacts (:mod:`dus_env.policy_artifact`).
+
+Only export needs Stable-Baselines3; the artifact then runs with torch or onnxruntime alone,
+through ``dus_env.sampler.DUSSampler`` or ``agents.exported.ExportedPolicyAgent``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from dus_env.config import EnvConfig
+from dus_env.observation import ObservationLayout
+from dus_env.policy_artifact import ObservationNormalization, write_policy_artifact
+
+if TYPE_CHECKING:
+    from stable_baselines3.common.base_class import BaseAlgorithm
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from .reinforce import ReinforceAgent
+
+
+class SB3DeterministicActor(torch.nn.Module):
+    """The deterministic action of an SB3 policy as a plain module: what ``predict(deterministic=True)`` returns.
+
+    Actor-critic policies (PPO, A2C, TRPO) are unrolled into features -> actor MLP -> mean action
+    (tanh when the policy squashes), so that no distribution object is traced; off-policy actors
+    (SAC, TD3, TQC, DDPG) are already deterministic modules. Actions are clipped to ``[-1, 1]``,
+    as ``predict`` clips them to the action space.
+    """
+
+    def __init__(self, policy: torch.nn.Module) -> None:
+        super().__init__()
+        from stable_baselines3.common.policies import ActorCriticPolicy
+
+        self.policy = policy
+        self.actor_critic = isinstance(policy, ActorCriticPolicy)
+        if not self.actor_critic and not hasattr(policy, "actor"):
+            raise TypeError(f"cannot export a {type(policy).__name__}: expected an actor-critic policy or one with an actor")
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        if self.actor_critic:
+            features = self.policy.extract_features(observation)
+            actor_features = features[0] if isinstance(features, tuple) else features
+            actions = self.policy.action_net(self.policy.mlp_extractor.forward_actor(actor_features))
+            if self.policy.squash_output:
+                actions = torch.tanh(actions)
+        else:
+            actions = self.policy._predict(observation, deterministic=True)
+        return torch.clamp(actions, -1.0, 1.0)
+
+
+def export_sb3_policy(
+    model: "BaseAlgorithm",
+    vec_normalize: "VecNormalize | None",
+    env_config: EnvConfig,
+    out_dir: str | Path,
+    metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Write the artifact of an SB3 model trained on a DUS env.
+
+    :param model: the trained algorithm (its policy is copied to CPU for export).
+    :param vec_normalize: the ``VecNormalize`` wrapper used in training, or ``None``; only its
+        observation statistics are exported (``norm_obs=False`` exports none).
+    :param env_config: the training env's config (``env.unwrapped.config``).
+    :param out_dir: artifact folder, replaced atomically.
+    :param metadata: extra provenance stored under ``source``.
+    """
+    normalization = None
+    if vec_normalize is not None and vec_normalize.norm_obs:
+        rms = vec_normalize.obs_rms
+        normalization = ObservationNormalization(
+            np.asarray(rms.mean, dtype=np.float64),
+            np.asarray(rms.var, dtype=np.float64),
+            float(vec_normalize.epsilon),
+            float(vec_normalize.clip_obs),
+        )
+    policy = model.policy.to("cpu")
+    policy.set_training_mode(False)
+    return _export(SB3DeterministicActor(policy), env_config, out_dir, normalization,
+                   {"algorithm": type(model).__name__, **(metadata or {})})
+
+
+def export_reinforce_policy(
+    agent: "ReinforceAgent", env_config: EnvConfig, out_dir: str | Path, metadata: dict[str, Any] | None = None
+) -> Path:
+    """Write the artifact of a trained :class:`agents.reinforce.ReinforceAgent` (its mean action)."""
+    stats = agent.observation_normalization()
+    normalization = None if stats is None else ObservationNormalization(*stats)
+    return _export(agent.actor_module(), env_config, out_dir, normalization, {"algorithm": "REINFORCE", **(metadata or {})})
+
+
+def _export(
+    actor: torch.nn.Module,
+    env_config: EnvConfig,
+    out_dir: str | Path,
+    normalization: ObservationNormalization | None,
+    source: dict[str, Any],
+) -> Path:
+    n_modalities = env_config.task.n_modalities
+    return write_policy_artifact(
+        actor,
+        out_dir,
+        layout=ObservationLayout(n_modalities),
+        mapping=env_config.quantity_mapping(n_modalities),
+        env_config=env_config.to_dict(),
+        normalization=normalization,
+        source=source,
+    )

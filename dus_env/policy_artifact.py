@@ -1,0 +1,301 @@
+"""The exported-policy artifact: a folder that runs a sampling policy with torch or onnxruntime only.
+
+Layout of the folder::
+
+    metadata.json   format version, observation layout (with its version), action mapping, the
+                    env config the policy was trained on, observation normalisation statistics,
+                    the source (algorithm, run), file checksums
+    policy.onnx     the deterministic policy network: normalised observation [N, D] -> action [N, M]
+    policy.pt       the same network as TorchScript
+
+Observation normalisation is kept out of the network and applied by :class:`PolicyArtifact`
+(``clip((obs - mean) / sqrt(var + eps), -clip, clip)``, as Stable-Baselines3's ``VecNormalize``),
+so the network's output can be compared with the training library's own prediction.
+
+Loading runs no pickle: the metadata is JSON, the network is ONNX or TorchScript. Writing is
+atomic (a temporary folder renamed into place), so an interrupted export leaves the previous
+artifact intact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .observation import LayoutVersionError, ObservationLayout
+from .quantities import QuantityMapping
+
+ARTIFACT_FORMAT_VERSION = 1
+METADATA_FILE = "metadata.json"
+ONNX_FILE = "policy.onnx"
+TORCHSCRIPT_FILE = "policy.pt"
+BACKENDS = ("onnx", "torchscript")
+
+
+class ArtifactError(ValueError):
+    """A policy artifact is missing, corrupt, or made for something else than what loads it."""
+
+
+@dataclass(frozen=True)
+class ObservationNormalization:
+    """Running-mean/variance normalisation, as Stable-Baselines3's ``VecNormalize`` applies it."""
+
+    mean: np.ndarray
+    var: np.ndarray
+    epsilon: float = 1e-8
+    clip: float = 10.0
+
+    def apply(self, observations: np.ndarray) -> np.ndarray:
+        scaled = (observations - self.mean) / np.sqrt(self.var + self.epsilon)
+        return np.clip(scaled, -self.clip, self.clip).astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean.tolist(), "var": self.var.tolist(), "epsilon": self.epsilon, "clip": self.clip}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ObservationNormalization":
+        return cls(
+            np.asarray(values["mean"], dtype=np.float64),
+            np.asarray(values["var"], dtype=np.float64),
+            float(values["epsilon"]),
+            float(values["clip"]),
+        )
+
+
+def mapping_to_dict(mapping: QuantityMapping) -> dict[str, Any]:
+    return {
+        "n_modalities": mapping.n_modalities,
+        "base_batch_size": mapping.base_batch_size,
+        "min_quantity": mapping.min_quantity,
+        "max_quantity": mapping.max_quantity,
+        "budget": mapping.budget,
+    }
+
+
+def write_policy_artifact(
+    actor: torch.nn.Module,
+    out_dir: str | Path,
+    *,
+    layout: ObservationLayout,
+    mapping: QuantityMapping,
+    env_config: dict[str, Any],
+    normalization: ObservationNormalization | None,
+    source: dict[str, Any] | None = None,
+) -> Path:
+    """Export ``actor`` (normalised observations ``[N, D]`` -> actions ``[N, M]``) with its metadata.
+
+    :param actor: deterministic policy network; put in eval mode and exported on CPU.
+    :param out_dir: the artifact folder; replaced atomically if it exists.
+    :param layout: observation layout the actor reads.
+    :param mapping: how the environment turned its actions into quantities.
+    :param env_config: ``EnvConfig.to_dict()`` of the training environment.
+    :param normalization: observation statistics applied before the actor, or ``None``.
+    :param source: free-form provenance (algorithm, run folder, timesteps, ...).
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    actor = actor.cpu().eval()
+    example = torch.zeros(2, layout.size)
+    with torch.no_grad():
+        probe = actor(example)
+    if tuple(probe.shape) != (2, mapping.n_modalities):
+        raise ArtifactError(
+            f"the policy network maps [2, {layout.size}] observations to shape {tuple(probe.shape)}, "
+            f"expected [2, {mapping.n_modalities}] actions"
+        )
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; an artifact is meant to be shared
+    try:
+        _export_networks(actor, example, staging)
+        metadata = {
+            "format_version": ARTIFACT_FORMAT_VERSION,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "observation_layout": layout.to_dict(),
+            "action_mapping": mapping_to_dict(mapping),
+            "env_config": env_config,
+            "observation_normalization": None if normalization is None else normalization.to_dict(),
+            "source": source or {},
+            "sha256": {name: _sha256(staging / name) for name in (ONNX_FILE, TORCHSCRIPT_FILE)},
+        }
+        (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=_json_default))
+        _replace_dir(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+class _ObservationToAction(torch.nn.Module):
+    """Names the input ``observation`` for the exporters whatever the actor's own argument name."""
+
+    def __init__(self, actor: torch.nn.Module) -> None:
+        super().__init__()
+        self.actor = actor
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        return self.actor(observation)
+
+
+def _export_networks(actor: torch.nn.Module, example: torch.Tensor, folder: Path) -> None:
+    wrapped = _ObservationToAction(actor).eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch-internal deprecations inside the exporters
+        torch.jit.save(torch.jit.trace(wrapped, example, check_trace=False), str(folder / TORCHSCRIPT_FILE))
+        _export_onnx(wrapped, example, folder)
+
+
+def _export_onnx(wrapped: torch.nn.Module, example: torch.Tensor, folder: Path) -> None:
+    batch = torch.export.Dim("batch", min=1)
+    # The exporter logs warnings about optional packages (torchvision) that do not concern us.
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints progress lines
+            torch.onnx.export(
+                wrapped,
+                (example,),
+                str(folder / ONNX_FILE),
+                input_names=["observation"],
+                output_names=["action"],
+                dynamic_shapes={"observation": {0: batch}},
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+            )
+    finally:
+        exporter_log.setLevel(level)
+
+
+def _replace_dir(staging: Path, target: Path) -> None:
+    """Put ``staging`` at ``target``; the old folder is removed only once the new one is in place."""
+    if target.exists():
+        retired = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, retired)
+        os.replace(staging, target)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(staging, target)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    if isinstance(value, tuple):
+        return list(value)
+    return str(value)
+
+
+class PolicyArtifact:
+    """A loaded artifact: ``act(observations)`` normalises and runs the network.
+
+    :param path: the artifact folder written by :func:`write_policy_artifact`.
+    :param backend: ``onnx`` (onnxruntime) or ``torchscript`` (torch only).
+    """
+
+    def __init__(self, path: str | Path, backend: str = "onnx") -> None:
+        self.path = Path(path)
+        if backend not in BACKENDS:
+            raise ArtifactError(f"backend={backend!r} is invalid: expected one of {BACKENDS}")
+        self.backend = backend
+        self.metadata = read_metadata(self.path)
+        self.layout = ObservationLayout.from_dict(self.metadata["observation_layout"])
+        values = self.metadata["action_mapping"]
+        self.mapping = QuantityMapping(**values)
+        if self.mapping.n_modalities != self.layout.n_modalities:
+            raise ArtifactError(f"artifact {self.path}: action mapping and observation layout disagree on the modality count")
+        norm = self.metadata.get("observation_normalization")
+        self.normalization = None if norm is None else ObservationNormalization.from_dict(norm)
+        self._run = self._load_network()
+
+    @property
+    def env_config(self) -> dict[str, Any]:
+        return self.metadata["env_config"]
+
+    def act(self, observations: np.ndarray) -> np.ndarray:
+        """Actions for one observation ``[D]`` or a batch ``[N, D]`` (float32, same leading shape)."""
+        observations = np.asarray(observations, dtype=np.float32)
+        single = observations.ndim == 1
+        batch = observations.reshape(1, -1) if single else observations
+        if batch.shape[-1] != self.layout.size:
+            raise ArtifactError(
+                f"observation has {batch.shape[-1]} values, the policy expects {self.layout.size} "
+                f"(layout v{self.layout.version}, {self.layout.n_modalities} modalities)"
+            )
+        if self.normalization is not None:
+            batch = self.normalization.apply(batch)
+        actions = self._run(np.ascontiguousarray(batch, dtype=np.float32))
+        return actions[0] if single else actions
+
+    def _load_network(self) -> Callable[[np.ndarray], np.ndarray]:
+        name = ONNX_FILE if self.backend == "onnx" else TORCHSCRIPT_FILE
+        file = self.path / name
+        expected = self.metadata.get("sha256", {}).get(name)
+        if not file.is_file():
+            raise ArtifactError(f"artifact {self.path} has no {name}")
+        if expected is not None and _sha256(file) != expected:
+            raise ArtifactError(f"artifact {self.path}: {name} is corrupt (checksum differs from metadata.json)")
+        if self.backend == "onnx":
+            import onnxruntime
+
+            try:
+                session = onnxruntime.InferenceSession(str(file), providers=["CPUExecutionProvider"])
+            except Exception as error:  # onnxruntime raises its own untyped errors for bad models
+                raise ArtifactError(f"artifact {self.path}: {name} cannot be loaded by onnxruntime ({error})") from None
+            return lambda batch: session.run(["action"], {"observation": batch})[0]
+        try:
+            module = torch.jit.load(str(file), map_location="cpu")
+        except RuntimeError as error:
+            raise ArtifactError(f"artifact {self.path}: {name} cannot be loaded by torch.jit ({error})") from None
+        module.eval()
+
+        def run(batch: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return module(torch.from_numpy(batch)).numpy()
+
+        return run
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    """Read and check ``metadata.json``: format and observation-layout versions, required keys."""
+    file = path / METADATA_FILE
+    if not path.is_dir():
+        raise ArtifactError(f"policy artifact {path} does not exist or is not a folder")
+    if not file.is_file():
+        raise ArtifactError(f"policy artifact {path} has no {METADATA_FILE}: is it an exported policy folder?")
+    try:
+        metadata = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ArtifactError(f"policy artifact {path}: {METADATA_FILE} is corrupt ({error})") from None
+    if not isinstance(metadata, dict):
+        raise ArtifactError(f"policy artifact {path}: {METADATA_FILE} must hold a JSON object")
+    if metadata.get("format_version") != ARTIFACT_FORMAT_VERSION:
+        raise ArtifactError(
+            f"policy artifact {path} has format version {metadata.get('format_version')!r}, this dus_env reads "
+            f"version {ARTIFACT_FORMAT_VERSION}"
+        )
+    missing = [k for k in ("observation_layout", "action_mapping", "env_config") if k not in metadata]
+    if missing:
+        raise ArtifactError(f"policy artifact {path}: {METADATA_FILE} lacks {missing}")
+    version = metadata["observation_layout"].get("version") if isinstance(metadata["observation_layout"], dict) else None
+    if version is None:
+        raise LayoutVersionError(f"policy artifact {path}: no observation layout version in {METADATA_FILE}")
+    return metadata

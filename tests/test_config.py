@@ -1,0 +1,64 @@
+"""Config validation and how gymnasium.make keyword overrides reach the right config."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import pytest
+
+import dus_env
+from dus_env import ConfigError, EnvConfig, LearnerConfig, MFeatTaskConfig, preset, resolve_config
+
+
+def test_overrides_route_to_env_task_and_learner_fields() -> None:
+    config = resolve_config(preset("Synthetic"), {"decision_steps": 7, "n_train": 300, "lr": 3e-4, "learner": {"kind": "alternating"}})
+    assert config.decision_steps == 7
+    assert config.task.n_train == 300 and config.task.signal_strengths == preset("Synthetic").task.signal_strengths
+    assert config.learner.lr == 3e-4 and config.learner.kind == "alternating" and config.learner.shared_head
+
+
+def test_task_kind_switch_starts_from_that_kinds_defaults() -> None:
+    config = resolve_config(preset("Synthetic"), {"task": {"kind": "mfeat", "views": ["pix", "mor"]}})
+    assert isinstance(config.task, MFeatTaskConfig) and config.task.views == ("pix", "mor")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"decision_step": 3}, "unknown option 'decision_step'"),
+        ({"budget": "elastic"}, "EnvConfig.budget='elastic'.*'fixed', 'free'"),
+        ({"min_quantity": 0}, "EnvConfig.min_quantity=0"),
+        ({"max_quantity": 20}, r"EnvConfig.max_quantity=20.*\[32"),
+        ({"max_quantity": 5000}, "n_train=1000"),
+        ({"iterations_per_step": 0}, "iterations_per_step"),
+        ({"reward_scale": -1.0}, "reward_scale"),
+        ({"lr": float("nan")}, "LearnerConfig.lr"),
+        ({"kind": "early-fusion"}, "LearnerConfig.kind"),
+        ({"learner": 3}, "learner=3 is invalid"),
+    ],
+)
+def test_bad_values_are_named(overrides: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        gym.make("dus_env/Synthetic-v0", **overrides)
+
+
+def test_features_id_without_path_says_what_to_pass() -> None:
+    with pytest.raises(ConfigError, match="path='my_features.npz'"):
+        gym.make("dus_env/Features-v0")
+
+
+def test_config_round_trips_through_json() -> None:
+    config = resolve_config(preset("Synthetic3"), {"lr": 0.01, "hidden_sizes": [32, 16]})
+    rebuilt = EnvConfig(**json.loads(json.dumps(config.to_dict())))
+    assert rebuilt == config
+
+
+def test_learner_config_accepts_int_hidden_size() -> None:
+    assert LearnerConfig(hidden_sizes=48).hidden_sizes == (48,)
+
+
+def test_env_accepts_a_full_config_object() -> None:
+    env = dus_env.DUSEnv(EnvConfig(task=MFeatTaskConfig(views=("kar",)), **{k: v for k, v in dus_env.TINY_OVERRIDES.items() if k != "learner"}))
+    observation, _ = env.reset(seed=0)
+    assert env.n_modalities == 1 and observation.shape == (env.layout.size,)
