@@ -153,7 +153,9 @@ class _ObservationToAction(torch.nn.Module):
 def _export_networks(actor: torch.nn.Module, example: torch.Tensor, folder: Path) -> None:
     wrapped = _ObservationToAction(actor).eval()
     with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch-internal deprecations inside the exporters
+        # torch 2.13 deprecates TorchScript (still fully supported) and warns from its own internals
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.jit.save(torch.jit.trace(wrapped, example, check_trace=False), str(folder / TORCHSCRIPT_FILE))
         _export_onnx(wrapped, example, folder)
 
@@ -262,7 +264,9 @@ class PolicyArtifact:
                 raise ArtifactError(f"artifact {self.path}: {name} cannot be loaded by onnxruntime ({error})") from None
             return lambda batch: session.run(["action"], {"observation": batch})[0]
         try:
-            module = torch.jit.load(str(file), map_location="cpu")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # see _export_networks
+                module = torch.jit.load(str(file), map_location="cpu")
         except RuntimeError as error:
             raise ArtifactError(f"artifact {self.path}: {name} cannot be loaded by torch.jit ({error})") from None
         module.eval()

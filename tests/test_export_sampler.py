@@ -1,0 +1,220 @@
+"""Exported policies and DUSSampler: same actions as training, same observations as the env."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from stable_baselines3 import A2C, PPO
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import VecNormalize
+
+import dus_env
+from agents.export import export_sb3_policy
+from agents.exported import ExportedPolicyAgent
+from agents.heuristic import HeuristicAgent
+from agents.rollout import run_episode
+from dus_env import LayoutVersionError, QuantityMapping
+from dus_env.policy_artifact import ArtifactError, PolicyArtifact
+from dus_env.sampler import DUSSampler
+
+TINY = dict(dus_env.TINY_OVERRIDES)
+
+
+def recorded_observations(n_episodes: int = 3) -> np.ndarray:
+    """Real observations from tiny episodes under random actions."""
+    env = gym.make("dus_env/Synthetic-v0", **TINY)
+    rng = np.random.default_rng(0)
+    observations = []
+    for seed in range(n_episodes):
+        observation, _ = env.reset(seed=seed)
+        observations.append(observation)
+        terminated = False
+        while not terminated:
+            observation, _, terminated, _, _ = env.step(rng.uniform(-1, 1, 2).astype(np.float32))
+            observations.append(observation)
+    return np.stack(observations)
+
+
+@pytest.fixture(scope="module")
+def ppo_artifact(tmp_path_factory: pytest.TempPathFactory) -> tuple[PPO, VecNormalize, Path]:
+    vec = VecNormalize(make_vec_env("dus_env/Synthetic-v0", n_envs=1, seed=0, env_kwargs=TINY), norm_reward=False)
+    model = PPO("MlpPolicy", vec, n_steps=16, batch_size=16, n_epochs=2, seed=0, device="cpu")
+    model.learn(32)
+    vec.training = False
+    config = vec.get_attr("config")[0]
+    path = export_sb3_policy(model, vec, config, tmp_path_factory.mktemp("export") / "exported", {"run": "test"})
+    return model, vec, path
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torchscript"])
+def test_exported_actions_equal_sb3_predict(ppo_artifact, backend: str) -> None:
+    model, vec, path = ppo_artifact
+    observations = recorded_observations()
+    expected, _ = model.predict(vec.normalize_obs(observations), deterministic=True)
+    actions = PolicyArtifact(path, backend).act(observations)
+    assert actions.shape == expected.shape
+    np.testing.assert_allclose(actions, expected, atol=1e-5)
+    single = PolicyArtifact(path, backend).act(observations[3])
+    np.testing.assert_allclose(single, expected[3], atol=1e-5)
+
+
+def test_exported_a2c_without_normalization(tmp_path: Path) -> None:
+    env = gym.make("dus_env/Synthetic-v0", **TINY)
+    model = A2C("MlpPolicy", env, n_steps=4, seed=1, device="cpu")
+    model.learn(8)
+    path = export_sb3_policy(model, None, env.unwrapped.config, tmp_path / "a2c")
+    observations = recorded_observations(1)
+    np.testing.assert_allclose(PolicyArtifact(path).act(observations), model.predict(observations, deterministic=True)[0], atol=1e-5)
+    metadata = json.loads((path / "metadata.json").read_text())
+    assert metadata["observation_normalization"] is None and metadata["source"]["algorithm"] == "A2C"
+    assert metadata["observation_layout"]["version"] == dus_env.LAYOUT_VERSION
+    assert metadata["env_config"]["decision_steps"] == TINY["decision_steps"]
+
+
+def test_export_replaces_atomically(ppo_artifact, tmp_path: Path) -> None:
+    model, vec, _ = ppo_artifact
+    target = tmp_path / "policy"
+    export_sb3_policy(model, vec, vec.get_attr("config")[0], target)
+    export_sb3_policy(model, vec, vec.get_attr("config")[0], target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["policy"]  # no staging or retired folders left
+    assert sorted(p.name for p in target.iterdir()) == ["metadata.json", "policy.onnx", "policy.pt"]
+
+
+def copy_artifact(source: Path, target: Path) -> Path:
+    target.mkdir()
+    for file in source.iterdir():
+        (target / file.name).write_bytes(file.read_bytes())
+    return target
+
+
+def test_wrong_layout_version_is_refused(ppo_artifact, tmp_path: Path) -> None:
+    path = copy_artifact(ppo_artifact[2], tmp_path / "old")
+    metadata = json.loads((path / "metadata.json").read_text())
+    metadata["observation_layout"]["version"] = dus_env.LAYOUT_VERSION + 1
+    (path / "metadata.json").write_text(json.dumps(metadata))
+    with pytest.raises(LayoutVersionError, match="layout version 2.*re-export"):
+        PolicyArtifact(path)
+    with pytest.raises(LayoutVersionError):
+        DUSSampler.from_artifact(path, n_classes=10)
+
+
+def test_corrupt_or_missing_artifact_files_are_named(ppo_artifact, tmp_path: Path) -> None:
+    path = copy_artifact(ppo_artifact[2], tmp_path / "corrupt")
+    data = bytearray((path / "policy.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (path / "policy.onnx").write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="policy.onnx is corrupt"):
+        PolicyArtifact(path, "onnx")
+    PolicyArtifact(path, "torchscript")  # the other backend's file is intact
+    (path / "metadata.json").write_text("{not json")
+    with pytest.raises(ArtifactError, match="metadata.json is corrupt"):
+        PolicyArtifact(path)
+    with pytest.raises(ArtifactError, match="does not exist"):
+        PolicyArtifact(tmp_path / "nothing")
+    with pytest.raises(ArtifactError, match="backend='tflite'"):
+        PolicyArtifact(ppo_artifact[2], "tflite")
+
+
+def test_exported_agent_plays_the_env_and_checks_modalities(ppo_artifact) -> None:
+    env = gym.make("dus_env/Synthetic-v0", **TINY)
+    agent = ExportedPolicyAgent.load(ppo_artifact[2], env)
+    result = run_episode(env, agent, seed=0)
+    assert len(result.trace) == TINY["decision_steps"] + 1
+    with pytest.raises(ArtifactError, match="2 modalities, the env has 3"):
+        ExportedPolicyAgent.load(ppo_artifact[2], gym.make("dus_env/Synthetic3-v0", **TINY))
+
+
+def test_sampler_reproduces_env_observations_for_the_same_history() -> None:
+    env = gym.make("dus_env/Synthetic3-v0", **TINY)
+    core = env.unwrapped
+    agent = HeuristicAgent(core.layout, core.mapping, temperature=0.05)
+    config = core.config
+    sampler = DUSSampler.heuristic(core.mapping, n_classes=config.task.n_classes,
+                                   iterations_per_decision=config.iterations_per_step,
+                                   total_decisions=config.decision_steps, temperature=0.05)
+    observation, info = env.reset(seed=11)
+    history: list[tuple[torch.Tensor, torch.Tensor]] = []
+    original = core._learner.train_iteration
+
+    def recording(quantities: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        loss, scores = original(quantities)
+        history.append((loss.clone(), scores.clone()))
+        return loss, scores
+
+    core._learner.train_iteration = recording
+    terminated = False
+    decisions = 0
+    while not terminated:
+        assert sampler.decision_pending
+        sampler.set_validation(info["val_modality_accuracies"], info["val_fused_accuracy"])
+        quantities = sampler.quantities()
+        np.testing.assert_allclose(sampler.last_observation, observation, atol=1e-6)
+        assert quantities.tolist() == core.mapping.quantities(agent.act(observation)).tolist()
+        observation, _, terminated, _, info = env.step(agent.act(observation))
+        assert info["quantities"] == quantities.tolist()
+        for loss, scores in history:
+            sampler.observe_scores(scores, loss)
+        history.clear()
+        decisions += 1
+    assert decisions == config.decision_steps
+
+
+def test_sampler_observe_scores_logits_like_the_learner() -> None:
+    mapping = QuantityMapping(2, 8, 2, 14)
+    sampler = DUSSampler.heuristic(mapping, n_classes=3, iterations_per_decision=2, total_decisions=5)
+    assert sampler.quantities().tolist() == [8, 8]  # no scores yet: uniform
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.tensor([0, 1, 2, 0])
+    confident = torch.nn.functional.one_hot(labels, 3).float() * 5
+    for _ in range(2):
+        sampler.observe([confident, torch.randn(4, 3, generator=generator)], labels, loss=0.7)
+    assert sampler.decision_pending
+    quantities = sampler.quantities()
+    assert quantities[1] > quantities[0]  # the lagging modality gets more samples
+    assert sampler.monitor.cumulative[0] == pytest.approx(float(dus_env.modality_score(confident, labels)), abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda s: s.observe([torch.zeros(4, 3)], torch.zeros(4, dtype=torch.long)), "logits for 1 modalities"),
+        (lambda s: s.observe([torch.zeros(4, 3), torch.zeros(5, 3)], torch.zeros(4, dtype=torch.long)), "modality 1: logits of shape"),
+        (lambda s: s.observe([torch.zeros(4, 3), torch.zeros(4, 7)], torch.zeros(4, dtype=torch.long)), "7 classes, expected 3"),
+        (lambda s: s.observe([torch.zeros(4, 3)] * 2, torch.zeros(4, dtype=torch.long), loss=float("nan")), "diverged"),
+        (lambda s: s.set_validation([0.5], 0.5), "1 modality accuracies given, expected 2"),
+    ],
+)
+def test_sampler_input_errors_name_the_problem(call, message: str) -> None:
+    sampler = DUSSampler.heuristic(QuantityMapping(2, 8, 2, 14), n_classes=3, iterations_per_decision=2, total_decisions=5)
+    with pytest.raises(ValueError, match=message):
+        call(sampler)
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torchscript"])
+def test_sampler_runs_without_gymnasium_or_sb3(ppo_artifact, backend: str) -> None:
+    script = textwrap.dedent(
+        f"""
+        import sys
+        for name in ("gymnasium", "stable_baselines3", "sb3_contrib"):
+            sys.modules[name] = None  # any import of them now fails
+        import torch
+        from dus_env.sampler import DUSSampler
+        sampler = DUSSampler.from_artifact({str(ppo_artifact[2])!r}, n_classes=10, backend={backend!r})
+        labels = torch.arange(8) % 10
+        for _ in range(5):
+            q = sampler.quantities()
+            sampler.observe([torch.randn(int(q[0]), 10), torch.randn(int(q[1]), 10)], [labels[: q[0]] if q[0] <= 8 else torch.arange(int(q[0])) % 10, torch.arange(int(q[1])) % 10])
+        print(sampler.quantities().sum())
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(2 * TINY["base_batch_size"])
