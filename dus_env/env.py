@@ -12,7 +12,7 @@ from gymnasium import spaces
 
 from .config import EnvConfig, resolve_config
 from .learners import Learner, build_learner
-from .metrics import Evaluation, evaluate
+from .metrics import Evaluation, SplitEvaluator
 from .models import MultimodalModel
 from .monitor import DiscrepancyMonitor
 from .observation import ObservationLayout, TrainingStatus
@@ -118,7 +118,8 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
         self._quantities = self.mapping.uniform()
         self._history: list[list[int]] = []
         self._loss = math.log(self._task.n_classes)
-        self._val = evaluate(self._model, self._task.val, self._task.n_classes)
+        self._validate = SplitEvaluator(self._task.val, self._task.n_classes)
+        self._val = self._validate(self._model)
         self._done = False
         self._observation = self._observe()
         return self._observation.copy(), self._step_info(0.0, 0.0, diverged=False)
@@ -127,22 +128,21 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
         if self._done or self._learner is None or self._task is None:
             raise gym.error.ResetNeeded("DUSEnv.step called before reset() or after the episode ended: call reset()")
         quantities = self.mapping.quantities(action)
-        loss_sum = torch.zeros((), dtype=torch.float64)
         for _ in range(self.config.iterations_per_step):
-            loss, scores = self._learner.train_iteration(quantities)
-            self.monitor.update(scores)
-            loss_sum += loss
+            self._learner.train_iteration(quantities)
+        record = self._learner.collect()
+        self.monitor.update_many(record.scores)
         self._step_index += 1
         self._quantities = quantities
         self._history.append(quantities.tolist())
-        self._loss = float(loss_sum) / self.config.iterations_per_step
+        self._loss = float(record.losses.double().mean())
         if not math.isfinite(self._loss):
             self._done = True
             info = self._step_info(-self.config.divergence_penalty, 0.0, diverged=True)
             info.update(self._final_info())
             return self._observation.copy(), -self.config.divergence_penalty, True, False, info
         previous = self._val
-        self._val = evaluate(self._model, self._task.val, self._task.n_classes)  # type: ignore[arg-type]
+        self._val = self._validate(self._model)
         accuracy_gain, gap_penalty = self._reward_parts(previous, self._val)
         reward = accuracy_gain + gap_penalty
         self._observation = self._observe()
@@ -161,7 +161,7 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
         fmt = lambda values: "[" + ", ".join(f"{v:.3f}" for v in values) + "]"  # noqa: E731
         return (
             f"step {self._step_index}/{self.config.decision_steps} | n={self._quantities.tolist()} | "
-            f"ŝ={fmt(self.monitor.cumulative.tolist())} | val fused {self._val.fused_balanced_accuracy:.3f} "
+            f"ŝ={fmt(self.monitor.cumulative)} | val fused {self._val.fused_balanced_accuracy:.3f} "
             f"per-modality {fmt(self._val.modality_balanced_accuracies)} | loss {self._loss:.3f}"
         )
 
@@ -184,10 +184,8 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
     def _reward_parts(self, before: Evaluation, after: Evaluation) -> tuple[float, float]:
         """``(scale * (V_t - V_{t-1}), -scale * gap_penalty * (G_t - G_{t-1}))``; they sum to the reward."""
         scale = self.config.reward_scale
-        gap_before = max(before.modality_balanced_accuracies) - min(before.modality_balanced_accuracies)
-        gap_after = max(after.modality_balanced_accuracies) - min(after.modality_balanced_accuracies)
         accuracy_gain = scale * (after.fused_balanced_accuracy - before.fused_balanced_accuracy)
-        return accuracy_gain, -scale * self.config.gap_penalty * (gap_after - gap_before)
+        return accuracy_gain, -scale * self.config.gap_penalty * (after.balanced_modality_gap - before.balanced_modality_gap)
 
     def _observe(self) -> np.ndarray:
         assert self._task is not None
@@ -217,7 +215,7 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
 
     def _final_info(self) -> dict[str, Any]:
         assert self._task is not None and self._model is not None
-        test = evaluate(self._model, self._task.test, self._task.n_classes)
+        test = SplitEvaluator(self._task.test, self._task.n_classes)(self._model)
         totals = np.sum(self._history, axis=0) * self.config.iterations_per_step
         return {
             "test_fused_accuracy": test.fused_accuracy,

@@ -22,6 +22,10 @@ def mlp_encoder(input_dim: int, hidden_sizes: tuple[int, ...], embedding_dim: in
     return nn.Sequential(*layers)
 
 
+#: Layers that behave differently in train and eval mode; a model without them needs no mode switch.
+MODE_DEPENDENT_LAYERS = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
+
+
 class MultimodalModel(nn.Module):
     """Encoders ``f_j`` and heads ``h_j`` (or one shared head): unimodal logits ``h_j(f_j(x^j))``.
 
@@ -47,6 +51,7 @@ class MultimodalModel(nn.Module):
         self.encoders = nn.ModuleList(mlp_encoder(dim, hidden_sizes, embedding_dim) for dim in feature_dims)
         n_heads = 1 if shared_head else len(feature_dims)
         self.heads = nn.ModuleList(nn.Linear(embedding_dim, n_classes) for _ in range(n_heads))
+        self.mode_dependent = any(isinstance(m, MODE_DEPENDENT_LAYERS) for m in self.modules())
 
     @property
     def n_modalities(self) -> int:

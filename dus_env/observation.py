@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Sequence
 
 import numpy as np
@@ -130,8 +131,14 @@ class ObservationLayout:
         return observation[..., self.index(name)]
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        low = np.concatenate([np.full(self._width(s), s.low, dtype=np.float32) for s in self.slots])
-        high = np.concatenate([np.full(self._width(s), s.high, dtype=np.float32) for s in self.slots])
+        """Per-position lower and upper bounds (float32), e.g. for the env's ``Box``."""
+        low, high = self._bounds
+        return low.astype(np.float32), high.astype(np.float32)
+
+    @cached_property
+    def _bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        low = np.concatenate([np.full(self._width(s), s.low) for s in self.slots])
+        high = np.concatenate([np.full(self._width(s), s.high) for s in self.slots])
         return low, high
 
     def names(self) -> list[str]:
@@ -149,18 +156,19 @@ class ObservationLayout:
             raise ValueError(f"monitor tracks {monitor.n_modalities} modalities, layout expects {self.n_modalities}")
         quantities = np.asarray(status.quantities, dtype=np.float64)
         values = {
-            "cumulative_score": monitor.cumulative.numpy(),
-            "last_score": monitor.last.numpy(),
-            "score_gap": monitor.relative_gap().numpy(),
-            "score_ratio": monitor.ratio_to_best().numpy(),
-            "val_modality_accuracy": np.asarray(status.val_modality_accuracy, dtype=np.float64),
-            "val_fused_accuracy": [status.val_fused_accuracy],
+            "cumulative_score": monitor.cumulative,
+            "last_score": monitor.last,
+            "score_gap": monitor.relative_gap(),
+            "score_ratio": monitor.ratio_to_best(),
+            "val_modality_accuracy": status.val_modality_accuracy,
+            "val_fused_accuracy": (status.val_fused_accuracy,),
             "last_share": quantities / quantities.sum(),
-            "progress": [status.progress],
-            "train_loss": [status.train_loss / math.log(status.n_classes)],
+            "progress": (status.progress,),
+            "train_loss": (status.train_loss / math.log(status.n_classes),),
         }
-        parts = [np.clip(np.asarray(values[slot.name], dtype=np.float64), slot.low, slot.high) for slot in self.slots]
-        return np.concatenate(parts).astype(np.float32)
+        raw = np.concatenate([np.asarray(values[slot.name], dtype=np.float64) for slot in self.slots])
+        low, high = self._bounds
+        return np.clip(raw, low, high).astype(np.float32)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready description, saved with exported policies and printed in the docs."""

@@ -17,6 +17,7 @@ An all-zero action gives ``n_j = B`` for every modality in both modes (uniform s
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,16 +57,22 @@ class QuantityMapping:
         return self.n_modalities * self.base_batch_size
 
     def quantities(self, action: np.ndarray) -> np.ndarray:
-        """Integer quantities ``n_j`` (int64, shape ``[M]``) for one action."""
-        action = np.asarray(action, dtype=np.float64).reshape(-1)
-        if action.shape != (self.n_modalities,):
-            raise ValueError(f"action has {action.size} values, expected {self.n_modalities}: one per modality")
-        if not np.all(np.isfinite(action)):
-            raise ValueError(f"action {action.tolist()} holds NaN or inf: every component must be a finite number")
-        preferred = self.min_quantity + (np.clip(action, -1.0, 1.0) + 1.0) / 2.0 * (self.max_quantity - self.min_quantity)
+        """Integer quantities ``n_j`` (int64, shape ``[M]``) for one action.
+
+        Runs once per decision on a handful of numbers, so it works on Python floats: numpy's
+        per-call overhead on 2-element arrays would cost more than the arithmetic.
+        """
+        values = np.asarray(action, dtype=np.float64).reshape(-1)
+        if values.shape != (self.n_modalities,):
+            raise ValueError(f"action has {values.size} values, expected {self.n_modalities}: one per modality")
+        components = values.tolist()
+        if not all(math.isfinite(a) for a in components):
+            raise ValueError(f"action {components} holds NaN or inf: every component must be a finite number")
+        low, span = float(self.min_quantity), float(self.max_quantity - self.min_quantity)
+        preferred = [low + (min(1.0, max(-1.0, a)) + 1.0) / 2.0 * span for a in components]
         if self.budget == "free":
-            return np.rint(preferred).astype(np.int64)
-        return self._round_to_total(self._scale_to_total(preferred))
+            return np.array([round(w) for w in preferred], dtype=np.int64)
+        return np.array(self._round_to_total(self._scale_to_total(preferred)), dtype=np.int64)
 
     def action(self, quantities: np.ndarray) -> np.ndarray:
         """An action (float32 ``[M]``) that maps back to ``quantities``; used by rule-based agents.
@@ -82,32 +89,43 @@ class QuantityMapping:
     def uniform(self) -> np.ndarray:
         return np.full(self.n_modalities, self.base_batch_size, dtype=np.int64)
 
-    def _scale_to_total(self, preferred: np.ndarray) -> np.ndarray:
-        """``clip(c * w, n_min, n_max)`` summing to ``M * B``: water-filling over the clipped set."""
-        low, high, total = float(self.min_quantity), float(self.max_quantity), float(self.total)
-        pinned = np.full(self.n_modalities, np.nan)
-        for _ in range(self.n_modalities + 1):
-            free = np.isnan(pinned)
-            if not free.any():
-                break
-            remaining = total - np.nansum(pinned)
-            scale = remaining / preferred[free].sum()
-            scaled = np.where(free, preferred * scale, pinned)
-            over, under = free & (scaled > high), free & (scaled < low)
-            if not over.any() and not under.any():
-                return scaled
-            # Pin the side that violates most; the other side may resolve after rescaling.
-            if over.any() and (not under.any() or (scaled[over] - high).sum() >= (low - scaled[under]).sum()):
-                pinned[over] = high
-            else:
-                pinned[under] = low
-        return np.clip(np.where(np.isnan(pinned), preferred, pinned), low, high)
+    def _scale_to_total(self, preferred: list[float]) -> list[float]:
+        """``clip(c * w, n_min, n_max)`` summing to ``M * B``: water-filling over the clipped set.
 
-    def _round_to_total(self, quantities: np.ndarray) -> np.ndarray:
-        floors = np.floor(quantities + 1e-9).astype(np.int64)
-        spare = self.total - int(floors.sum())
-        room = floors < self.max_quantity
-        order = [j for j in np.argsort(-(quantities - floors), kind="stable") if room[j]]
-        for j in order[:spare]:
-            floors[j] += 1
+        Each round rescales the unpinned preferences to the budget left and pins the side that
+        overshoots most to its bound; at most ``M`` rounds, as every round pins one more.
+        """
+        low, high, total = float(self.min_quantity), float(self.max_quantity), float(self.total)
+        pinned: list[float | None] = [None] * len(preferred)
+        scaled = list(preferred)
+        for _ in range(len(preferred) + 1):
+            free = [j for j, p in enumerate(pinned) if p is None]
+            if not free:
+                break
+            remaining = total - sum(p for p in pinned if p is not None)
+            scale = remaining / sum(preferred[j] for j in free)
+            scaled = [preferred[j] * scale if p is None else p for j, p in enumerate(pinned)]
+            over = [j for j in free if scaled[j] > high]
+            under = [j for j in free if scaled[j] < low]
+            if not over and not under:
+                return scaled
+            if over and (not under or sum(scaled[j] - high for j in over) >= sum(low - scaled[j] for j in under)):
+                for j in over:
+                    pinned[j] = high
+            else:
+                for j in under:
+                    pinned[j] = low
+        return [min(high, max(low, p if p is not None else scaled[j])) for j, p in enumerate(pinned)]
+
+    def _round_to_total(self, quantities: list[float]) -> list[int]:
+        """Floors, then the spare samples to the largest remainders (never above ``n_max``)."""
+        floors = [int(math.floor(q + 1e-9)) for q in quantities]
+        spare = self.total - sum(floors)
+        by_remainder = sorted(range(len(floors)), key=lambda j: floors[j] - quantities[j])
+        for j in by_remainder:
+            if spare <= 0:
+                break
+            if floors[j] < self.max_quantity:
+                floors[j] += 1
+                spare -= 1
         return floors

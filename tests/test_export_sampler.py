@@ -141,15 +141,15 @@ def test_sampler_reproduces_env_observations_for_the_same_history() -> None:
                                    iterations_per_decision=config.iterations_per_step,
                                    total_decisions=config.decision_steps, temperature=0.05)
     observation, info = env.reset(seed=11)
-    history: list[tuple[torch.Tensor, torch.Tensor]] = []
-    original = core._learner.train_iteration
+    records = []
+    original = core._learner.collect
 
-    def recording(quantities: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        loss, scores = original(quantities)
-        history.append((loss.clone(), scores.clone()))
-        return loss, scores
+    def recording():
+        record = original()
+        records.append(record)
+        return record
 
-    core._learner.train_iteration = recording
+    core._learner.collect = recording
     terminated = False
     decisions = 0
     while not terminated:
@@ -160,9 +160,9 @@ def test_sampler_reproduces_env_observations_for_the_same_history() -> None:
         assert quantities.tolist() == core.mapping.quantities(agent.act(observation)).tolist()
         observation, _, terminated, _, info = env.step(agent.act(observation))
         assert info["quantities"] == quantities.tolist()
-        for loss, scores in history:
+        record = records.pop()
+        for loss, scores in zip(record.losses, record.scores):  # replayed one iteration at a time
             sampler.observe_scores(scores, loss)
-        history.clear()
         decisions += 1
     assert decisions == config.decision_steps
 

@@ -8,6 +8,7 @@ import torch
 
 from dus_env import LearnerConfig, SyntheticTaskConfig
 from dus_env.learners import IndexStream, build_learner
+from dus_env.monitor import modality_score
 from dus_env.tasks import build_task
 
 TASK = SyntheticTaskConfig(n_train=200, n_val=50, n_test=50, feature_dim=6, n_classes=4)
@@ -34,9 +35,26 @@ def rows_seen_per_modality(learner, quantities: np.ndarray) -> list[int]:
 def test_each_modality_trains_on_exactly_its_quantity(kind: str) -> None:
     learner = make(kind)
     assert rows_seen_per_modality(learner, np.array([5, 27])) == [5, 27]
-    loss, scores = learner.train_iteration(np.array([12, 3]))
-    assert loss.ndim == 0 and torch.isfinite(loss)
-    assert scores.shape == (2,) and bool(((scores >= 0) & (scores <= 1)).all())
+    learner.train_iteration(np.array([12, 3]))
+    record = learner.collect()
+    assert record.losses.shape == (2,) and bool(torch.isfinite(record.losses).all())
+    assert record.scores.shape == (2, 2) and bool(((record.scores >= 0) & (record.scores <= 1)).all())
+    with pytest.raises(RuntimeError, match="no training iteration"):
+        learner.collect()
+
+
+def test_batched_scores_equal_per_iteration_scores() -> None:
+    learner = make("joint")
+    captured: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+    keep = learner.keeper.keep
+    learner.keeper.keep = lambda j, logits, labels: (captured.append((j, logits.detach(), labels)), keep(j, logits, labels))
+    for _ in range(3):
+        learner.train_iteration(np.array([20, 6]))
+    scores = learner.collect().scores
+    for k in range(3):
+        for j in range(2):
+            _, logits, labels = [c for c in captured if c[0] == j][k]
+            assert scores[k, j].item() == pytest.approx(modality_score(logits, labels).item(), abs=1e-6)
 
 
 def test_joint_modality_with_one_sample_still_trains() -> None:
@@ -55,7 +73,9 @@ def test_alternating_uses_one_shared_head() -> None:
 def test_same_generator_seed_same_model_and_training() -> None:
     a, b, c = make("joint", 1), make("joint", 1), make("joint", 2)
     quantities = np.array([10, 22])
-    assert torch.equal(a.train_iteration(quantities)[0], b.train_iteration(quantities)[0])
+    a.train_iteration(quantities)
+    b.train_iteration(quantities)
+    assert torch.equal(a.collect().losses, b.collect().losses)
     assert not torch.equal(next(a.model.parameters()), next(c.model.parameters()))
 
 

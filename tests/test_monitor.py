@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from dus_env.monitor import DiscrepancyMonitor, modality_score
+from dus_env.monitor import DiscrepancyMonitor, modality_score, segment_scores
 
 
 def test_modality_score_is_mean_true_class_probability() -> None:
@@ -30,11 +30,34 @@ def test_cumulative_score_matches_hand_computation() -> None:
     assert monitor.ratio_to_best().tolist() == pytest.approx([1.0, 0.4], abs=1e-7)
 
 
+def test_update_many_equals_one_at_a_time() -> None:
+    scores = torch.rand(7, 3, generator=torch.Generator().manual_seed(0))
+    one, many = DiscrepancyMonitor(3), DiscrepancyMonitor(3)
+    for row in scores:
+        one.update(row)
+    many.update_many(scores[:4])
+    many.update_many(scores[4:])
+    assert one.cumulative == pytest.approx(many.cumulative, abs=1e-12) and (one.last == many.last).all()
+    assert many.iterations == 7
+
+
+def test_segment_scores_match_each_segment_alone() -> None:
+    generator = torch.Generator().manual_seed(1)
+    sizes = torch.tensor([3, 6, 1, 4])
+    logits, labels = torch.randn(14, 5, generator=generator), torch.randint(0, 5, (14,), generator=generator)
+    scores = segment_scores(logits, labels, sizes)
+    start = 0
+    for k, size in enumerate(sizes.tolist()):
+        probabilities = torch.softmax(logits[start : start + size], dim=1)[torch.arange(size), labels[start : start + size]]
+        assert scores[k].item() == pytest.approx(probabilities.mean().item(), abs=1e-6)
+        start += size
+
+
 def test_reset_clears_and_shape_is_checked() -> None:
     monitor = DiscrepancyMonitor(3)
     monitor.update(torch.tensor([0.3, 0.2, 0.1]))
     monitor.reset()
-    assert monitor.iterations == 0 and monitor.cumulative.sum().item() == 0
+    assert monitor.iterations == 0 and monitor.cumulative.sum() == 0
     assert monitor.ratio_to_best().tolist() == [1.0, 1.0, 1.0]
     with pytest.raises(ValueError, match="one score per modality"):
         monitor.update(torch.tensor([0.1, 0.2]))
