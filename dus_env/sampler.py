@@ -201,9 +201,10 @@ class DUSSampler:
         """Record one iteration from its modality scores ``s_t^j`` directly (if you compute them)."""
         self.monitor.update(torch.as_tensor(scores, dtype=torch.float64))
         if loss is not None:
-            if not math.isfinite(float(loss)):
-                raise ValueError(f"training loss is {float(loss)}: training diverged, the sampler cannot score it")
-            self._loss_sum += float(loss)
+            value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
+            if not math.isfinite(value):
+                raise ValueError(f"training loss is {value}: training diverged, the sampler cannot score it")
+            self._loss_sum += value
             self._loss_count += 1
         self._since_decision += 1
         if self._since_decision >= self.iterations_per_decision:
