@@ -1,0 +1,257 @@
+"""Agent specs: one short string names an agent, on the command line, in ``suites.yml`` and in results.
+
+Why strings: the spec a user typed is stored next to every result row, so each row says exactly
+how to rebuild the agent that produced it. Accepted forms (``NAME=`` in front of any of them sets
+the display name, e.g. ``ppo-long=ppo:runs/ppo_long``):
+
+========================  ===============================================================  ==============
+spec                      agent                                                            display name
+========================  ===============================================================  ==============
+``uniform``               every modality gets ``B`` samples per iteration                 ``uniform``
+``random``                uniformly random actions, seeded per episode                     ``random``
+``heuristic[:TAU]``       DUS-H with temperature ``TAU`` (default 0.1)                     the spec
+``fixed:S1,S2,...``       constant shares of the budget, one per modality (normalised)     the spec
+``ALGO:PATH``             a Stable-Baselines3 / sb3-contrib model, ``ALGO`` in             ``ALGO``
+                          :data:`SB3_ALGOS` (``ppo``, ``a2c``, ``sac``, ...)
+``reinforce:PATH``        a policy saved by :mod:`agents.reinforce`                        ``reinforce``
+``exported:PATH``         an exported policy artifact (what ``DUSSampler`` runs)           ``exported``
+========================  ===============================================================  ==============
+
+``PATH`` may contain ``{env}``, replaced by the env id without its namespace (``Synthetic-v0``), so
+one spec names the model trained on each env: ``ppo:runs/ppo_{env}_0``.
+
+Model-backed agents are imported lazily: parsing a spec, or building a rule-based agent, never
+imports Stable-Baselines3 or the policy loaders.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import pickle
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import gymnasium as gym
+
+from .base import Agent
+from .baselines import FixedAllocationAgent, RandomAgent, UniformAgent
+from .heuristic import HeuristicAgent
+
+#: The ``ALGO`` of ``ALGO:PATH``: lower-case class names of the Stable-Baselines3 and sb3-contrib
+#: algorithms, plus the RL-Zoo names ``ppo_lstm`` and ``ppo_mask`` (the names
+#: ``agents.sb3_agent.get_algorithm_class`` accepts; kept here so that parsing a spec does not import
+#: Stable-Baselines3). Discrete-action ones (dqn, qrdqn, maskableppo) parse, but a model of theirs
+#: cannot act on this env's ``Box`` actions and is refused when loaded.
+SB3_ALGOS: tuple[str, ...] = (
+    "a2c", "ars", "crossq", "ddpg", "dqn", "maskableppo", "ppo", "ppo_lstm", "ppo_mask", "qrdqn", "recurrentppo",
+    "sac", "td3", "tqc", "trpo",
+)
+RULE_KINDS: tuple[str, ...] = ("uniform", "random", "heuristic", "fixed")
+MODEL_KINDS: tuple[str, ...] = ("reinforce", "exported", *SB3_ALGOS)
+DEFAULT_TEMPERATURE = 0.1
+
+#: One line per accepted form, for error messages and ``--help``.
+SPEC_FORMS = (
+    "uniform | random | heuristic | heuristic:TAU | fixed:S1,S2,... (one share per modality) | "
+    f"ALGO:PATH (ALGO in {', '.join(SB3_ALGOS)}) | reinforce:PATH | exported:PATH; "
+    "prefix NAME= to set the display name; PATH may contain {env}"
+)
+
+ENV_PLACEHOLDER = "{env}"
+_LABEL = re.compile(r"^([A-Za-z0-9_][\w.+-]*)=(.+)$")
+# What loading a user's model file can raise when the file is wrong (not a bug in our code): missing
+# or unreadable file, wrong format, incompatible spaces or layout version, a truncated archive.
+_LOAD_ERRORS = (ValueError, OSError, KeyError, RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError)
+
+
+class AgentSpecError(ValueError):
+    """A spec string is malformed, names an unknown agent, or its model cannot be loaded for the env."""
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """A parsed spec.
+
+    :param text: the spec without its ``NAME=`` prefix, e.g. ``fixed:0.3,0.7``; rebuilds the agent.
+    :param kind: ``uniform``, ``random``, ``heuristic``, ``fixed``, ``reinforce``, ``exported`` or an
+        entry of :data:`SB3_ALGOS`.
+    :param label: display name used in tables, plots and result files.
+    :param temperature: DUS-H temperature ``tau`` (``heuristic`` only), in cumulative-score units.
+    :param shares: budget shares as given, one per modality (``fixed`` only; normalised by the agent).
+    :param path: model path as given (model kinds only); may hold ``{env}``.
+    :param named: whether the label was given with ``NAME=`` (then it is never replaced).
+    """
+
+    text: str
+    kind: str
+    label: str
+    temperature: float | None = None
+    shares: tuple[float, ...] | None = None
+    path: str | None = None
+    named: bool = False
+
+    @property
+    def is_model(self) -> bool:
+        """Whether the agent is loaded from a file (and so needs the file to exist)."""
+        return self.kind in MODEL_KINDS
+
+
+def parse_spec(text: str) -> AgentSpec:
+    """Parse a spec string (syntax only: model paths and the share count are checked by :func:`make_agent`).
+
+    :param text: e.g. ``heuristic:0.05``, ``fixed:0.3,0.7``, ``best=ppo:runs/ppo_Synthetic-v0_0``.
+    :raises AgentSpecError: the message names the spec and lists the accepted forms.
+    """
+    raw = text.strip()
+    label = None
+    match = _LABEL.match(raw)
+    if match:
+        label, raw = match.group(1), match.group(2).strip()
+    head, has_argument, argument = raw.partition(":")
+    kind = head.strip().lower()
+    argument = argument.strip()
+    named = label is not None
+    if kind in ("uniform", "random"):
+        if has_argument:
+            raise AgentSpecError(f"agent spec {text!r}: {kind!r} takes no argument (write just {kind!r})")
+        return AgentSpec(kind, kind, label or kind, named=named)
+    if kind == "heuristic":
+        temperature = _parse_temperature(text, argument) if has_argument else DEFAULT_TEMPERATURE
+        canonical = f"heuristic:{argument}" if has_argument else "heuristic"
+        return AgentSpec(canonical, kind, label or canonical, temperature=temperature, named=named)
+    if kind == "fixed":
+        shares = _parse_shares(text, argument)
+        canonical = f"fixed:{argument}"
+        return AgentSpec(canonical, kind, label or canonical, shares=shares, named=named)
+    if kind in MODEL_KINDS:
+        if not argument:
+            raise AgentSpecError(f"agent spec {text!r}: {kind!r} needs a model path, e.g. {kind}:runs/{kind}_Synthetic-v0_0")
+        return AgentSpec(f"{kind}:{argument}", kind, label or kind, path=argument, named=named)
+    close = difflib.get_close_matches(kind, RULE_KINDS + MODEL_KINDS, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise AgentSpecError(f"unknown agent spec {text!r}{hint}: accepted forms are {SPEC_FORMS}")
+
+
+def resolve_spec(spec: AgentSpec | str, env_id: str) -> AgentSpec:
+    """``spec`` with ``{env}`` in its path replaced by ``env_id`` without namespace (``Synthetic-v0``)."""
+    spec = parse_spec(spec) if isinstance(spec, str) else spec
+    if spec.path is None or ENV_PLACEHOLDER not in spec.path:
+        return spec
+    path = spec.path.replace(ENV_PLACEHOLDER, env_id.split("/")[-1])
+    return dataclasses.replace(spec, text=f"{spec.kind}:{path}", path=path)
+
+
+def with_unique_labels(specs: Sequence[AgentSpec]) -> list[AgentSpec]:
+    """The specs with distinct display names: default names that collide become the full spec text.
+
+    Why: two models of the same algorithm (``ppo:runs/a``, ``ppo:runs/b``) would both be called
+    ``ppo``; falling back to the spec keeps names short in the common case and unambiguous always.
+
+    :raises AgentSpecError: the same spec is given twice, or two explicit ``NAME=`` labels collide.
+    """
+    texts = [spec.text for spec in specs]
+    for text in texts:
+        if texts.count(text) > 1:
+            raise AgentSpecError(f"agent spec {text!r} is given twice: give each agent once")
+    labels = [spec.label for spec in specs]
+    result = [
+        dataclasses.replace(spec, label=spec.text) if labels.count(spec.label) > 1 and not spec.named else spec
+        for spec in specs
+    ]
+    final = [spec.label for spec in result]
+    for label in final:
+        if final.count(label) > 1:
+            raise AgentSpecError(f"two agents are named {label!r}: give them different NAME= prefixes")
+    return result
+
+
+def make_agent(spec: AgentSpec | str, env: gym.Env, seed: int = 0) -> Agent:
+    """Build the agent a spec names, for ``env`` (uses ``env.unwrapped.layout`` and ``.mapping``).
+
+    :param spec: a spec string (see the module docstring) or a parsed :class:`AgentSpec`.
+    :param env: a ``DUSEnv``, possibly wrapped; ``{env}`` in a model path is filled from ``env.spec.id``.
+    :param seed: base seed of agents with their own randomness (``random``); each episode then
+        draws from ``(seed, episode seed)``, so results do not depend on which process ran them.
+    :returns: the agent, its ``name`` set to the spec's display name.
+    :raises AgentSpecError: bad spec, wrong share count, missing model file, or a model that does
+        not fit the env; the message names the spec.
+    """
+    spec = parse_spec(spec) if isinstance(spec, str) else spec
+    base = env.unwrapped
+    if not hasattr(base, "layout") or not hasattr(base, "mapping"):
+        raise AgentSpecError(f"agent spec {spec.text!r}: env {base!r} is not a DUSEnv (it has no layout/mapping)")
+    if spec.path is not None and ENV_PLACEHOLDER in spec.path:
+        if env.spec is None:
+            raise AgentSpecError(f"agent spec {spec.text!r} holds {ENV_PLACEHOLDER} but the env has no id to fill it with")
+        spec = resolve_spec(spec, env.spec.id)
+    agent = _build(spec, env, seed)
+    agent.name = spec.label
+    return agent
+
+
+def _build(spec: AgentSpec, env: gym.Env, seed: int) -> Agent:
+    base = env.unwrapped
+    layout, mapping = base.layout, base.mapping
+    if spec.kind == "uniform":
+        return UniformAgent(layout, mapping)
+    if spec.kind == "random":
+        return RandomAgent(layout, mapping, seed=seed)
+    if spec.kind == "heuristic":
+        assert spec.temperature is not None
+        return HeuristicAgent(layout, mapping, temperature=spec.temperature)
+    if spec.kind == "fixed":
+        assert spec.shares is not None
+        if len(spec.shares) != mapping.n_modalities:
+            raise AgentSpecError(
+                f"agent spec {spec.text!r} gives {len(spec.shares)} shares but the env has {mapping.n_modalities} "
+                "modalities: give one share per modality"
+            )
+        return FixedAllocationAgent(layout, mapping, spec.shares)
+    assert spec.path is not None
+    path = Path(spec.path).expanduser()
+    if not path.exists():
+        raise AgentSpecError(f"agent spec {spec.text!r}: model path {spec.path!r} does not exist")
+    try:
+        if spec.kind == "reinforce":
+            from agents.reinforce import ReinforceAgent
+
+            return ReinforceAgent.load(str(path), env)
+        if spec.kind == "exported":
+            from agents.exported import ExportedPolicyAgent
+
+            return ExportedPolicyAgent.load(str(path), env)
+        from agents.sb3_agent import SB3Agent
+
+        return SB3Agent.load(str(path), env, algo=spec.kind)
+    except ModuleNotFoundError as exc:
+        raise AgentSpecError(f"agent spec {spec.text!r} needs a module that is not available: {exc}") from exc
+    except _LOAD_ERRORS as exc:
+        raise AgentSpecError(f"agent spec {spec.text!r}: cannot load {spec.path!r} for this env: {exc}") from exc
+
+
+def _parse_temperature(text: str, argument: str) -> float:
+    try:
+        temperature = float(argument)
+    except ValueError:
+        raise AgentSpecError(f"agent spec {text!r}: temperature {argument!r} is not a number (e.g. heuristic:0.05)") from None
+    if not math.isfinite(temperature) or temperature <= 0:
+        raise AgentSpecError(f"agent spec {text!r}: temperature must be a positive number, got {argument!r}")
+    return temperature
+
+
+def _parse_shares(text: str, argument: str) -> tuple[float, ...]:
+    parts = [part.strip() for part in argument.split(",")]
+    try:
+        shares = tuple(float(part) for part in parts)
+    except ValueError:
+        raise AgentSpecError(
+            f"agent spec {text!r}: shares must be comma-separated numbers, one per modality (e.g. fixed:0.3,0.7)"
+        ) from None
+    if not argument or any(not math.isfinite(s) or s <= 0 for s in shares):
+        raise AgentSpecError(f"agent spec {text!r}: shares must be positive numbers, one per modality (e.g. fixed:0.3,0.7)")
+    return shares

@@ -1,0 +1,289 @@
+"""Benchmark sampling agents on DUS environments, over seeds never used in training, with paired statistics.
+
+Every agent plays the same episodes: on each env, seed s gives every agent the same task instance,
+data order and model initialisation, so agents are compared seed by seed (paired tests). Seeds
+start at --seed-offset (10000): training scripts seed from small integers (0, 1, 2, ...), so a
+trained policy is never scored on an episode it was trained on.
+
+Agent specs (NAME=SPEC sets the display name):
+  uniform | random | heuristic | heuristic:TAU | fixed:0.3,0.7 (one share per modality)
+  ppo:PATH | a2c:PATH | sac:PATH | ... (any Stable-Baselines3 / sb3-contrib algorithm)
+  reinforce:PATH | exported:PATH
+  {env} in PATH becomes the env id without namespace: ppo:runs/ppo_{env}_0 -> runs/ppo_Synthetic-v0_0
+
+Examples:
+  python evaluate.py                                   # uniform, random, heuristic on Synthetic-v0
+  python evaluate.py --suite smoke                     # a named suite from suites.yml (seconds)
+  python evaluate.py --agents uniform heuristic ppo:runs/ppo_{env}_0 \\
+      --envs Synthetic-v0 MFeat-v0 --seeds 10 --workers 2
+  python evaluate.py --agents uniform heuristic:0.05 --env-kwargs decision_steps=10 learner.hidden_sizes=[32]
+
+Writes to --out (default results/<timestamp>): episodes.csv (one row per agent x env x seed),
+traces.csv (one row per decision step), summary.csv and summary.json (the tables' numbers, seeds,
+env configs, package versions) and, per env, <env>_trajectories.png and <env>_final_accuracy.png.
+Files are replaced atomically; episodes.csv and traces.csv are rewritten every few seconds while
+episodes finish and when the run stops, so an interrupted run keeps every finished episode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import multiprocessing
+import sys
+import time
+import traceback
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+from tqdm import tqdm
+
+from agents.benchmark import (
+    ALPHA,
+    CONFIDENCE,
+    DEFAULT_SEED_OFFSET,
+    AgentSummary,
+    BenchmarkInputError,
+    BenchmarkPlan,
+    EpisodeJob,
+    check_plan,
+    env_tables,
+    init_worker,
+    limit_threads,
+    make_plan,
+    parse_env_kwargs,
+    print_tables,
+    run_job,
+    summarize_env,
+    summary_row,
+)
+from agents.plots import plot_final_accuracy, plot_trajectories
+from agents.results import environment_versions, episode_row, trace_rows, write_csv, write_json, write_text
+from agents.rollout import EpisodeResult
+
+SUITES_FILE = Path(__file__).resolve().parent / "suites.yml"
+#: Finished episodes are saved at least this often (seconds), and always when the run ends or stops.
+WRITE_INTERVAL_S = 5.0
+
+
+def option(default: Any, help: str, **argparse_kwargs: Any) -> Any:
+    """A dataclass field that also describes its command-line option."""
+    metadata = {"help": help, "argparse": argparse_kwargs}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class Args:
+    """Every knob of evaluate.py, with its default and its --help text."""
+
+    agents: list[str] = option(["uniform", "random", "heuristic"], "agent specs (see above)", nargs="+", metavar="SPEC")
+    envs: list[str] = option(["dus_env/Synthetic-v0"], "env ids (the dus_env/ prefix may be left out)", nargs="+", metavar="ID")
+    env_kwargs: dict[str, Any] = option({}, "overrides for gymnasium.make, as one JSON object or key=value pairs "
+                                       "(value read as JSON when it parses; a.b=v sets a nested field)",
+                                   nargs="+", metavar="KV")
+    seeds: int = option(10, "episodes per agent and env (the same seeds for every agent)", type=int, metavar="N")
+    seed_offset: int = option(DEFAULT_SEED_OFFSET, "first seed; keep it above every training seed", type=int, metavar="S")
+    workers: int = option(1, "episodes run in parallel processes (each builds its own env and agent)", type=int, metavar="W")
+    out: str = option("", "output directory (default: results/<timestamp>)", metavar="DIR")
+    no_plots: bool = option(False, "skip the PNG figures", action="store_true")
+    baseline: str = option("", "agent (display name or spec) the others are compared with "
+                               "(default: uniform if among the agents, else the first agent)", metavar="NAME")
+    suite: str = option("", "named suite from --suites-file; options given here override the suite's", metavar="NAME")
+    suites_file: str = option(str(SUITES_FILE), "YAML file of named suites", metavar="PATH")
+
+
+#: Options a suite may set (everything that defines *what* is benchmarked, plus the worker count).
+SUITE_KEYS = ("description", "agents", "envs", "env_kwargs", "seeds", "seed_offset", "workers", "baseline")
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    """Command line -> :class:`Args`: explicit options win over the suite's values, which win over defaults."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=argparse.SUPPRESS
+    )
+    for spec in dataclasses.fields(Args):
+        default = spec.default_factory() if spec.default is dataclasses.MISSING else spec.default  # type: ignore[misc]
+        shown = " ".join(default) if isinstance(default, list) else default
+        help_text = spec.metadata["help"] + (f" (default: {shown})" if shown not in ("", False, {}) else "")
+        parser.add_argument("--" + spec.name.replace("_", "-"), help=help_text, **spec.metadata["argparse"])
+    given = vars(parser.parse_args(argv))
+    values: dict[str, Any] = {}
+    if given.get("suite"):
+        values.update(load_suite(Path(given.get("suites_file", SUITES_FILE)), given["suite"]))
+    cli_kwargs = parse_env_kwargs(given.pop("env_kwargs", []))
+    values.update(given)
+    values["env_kwargs"] = {**values.get("env_kwargs", {}), **cli_kwargs}
+    values.pop("description", None)
+    _check_types(values)
+    return Args(**values)
+
+
+def _check_types(values: dict[str, Any]) -> None:
+    """Suite values come from YAML, not argparse: check they have the types the options would have."""
+    for spec in dataclasses.fields(Args):
+        if spec.name not in values:
+            continue
+        value, kind = values[spec.name], spec.metadata["argparse"].get("type", str)
+        if spec.metadata["argparse"].get("nargs"):
+            ok = spec.name == "env_kwargs" and isinstance(value, dict) or (
+                isinstance(value, list) and all(isinstance(item, str) for item in value))
+        elif spec.metadata["argparse"].get("action") == "store_true":
+            ok = isinstance(value, bool)
+        else:
+            ok = isinstance(value, kind) and not isinstance(value, bool)
+        if not ok:
+            expected = ("a mapping" if spec.name == "env_kwargs" else "a list of strings") if spec.metadata["argparse"].get(
+                "nargs") else kind.__name__
+            raise BenchmarkInputError(f"option {spec.name}={value!r} is invalid: expected {expected}")
+
+
+def load_suite(path: Path, name: str) -> dict[str, Any]:
+    """The options of suite ``name`` in the YAML file ``path`` (a mapping of suite name -> options)."""
+    if not path.is_file():
+        raise BenchmarkInputError(f"suites file {path} does not exist")
+    suites = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if name not in suites:
+        raise BenchmarkInputError(f"unknown suite {name!r} in {path}: available are {', '.join(suites)}")
+    suite = dict(suites[name])
+    unknown = sorted(set(suite) - set(SUITE_KEYS))
+    if unknown:
+        raise BenchmarkInputError(f"suite {name!r} in {path} has unknown keys {unknown}: allowed are {list(SUITE_KEYS)}")
+    return suite
+
+
+def run_episodes(jobs: list[EpisodeJob], workers: int) -> Iterator[tuple[EpisodeJob, EpisodeResult]]:
+    """Yield ``(job, result)`` as episodes finish: in this process for one worker, else in a process pool.
+
+    Worker processes start with forkserver (spawn where unavailable): a forked copy of a parent that
+    already ran torch can deadlock, and each worker builds its own env and agent anyway.
+    """
+    if workers <= 1:
+        limit_threads()
+        for job in jobs:
+            yield job, run_job(job)
+        return
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context(method), initializer=init_worker)
+    try:
+        futures: dict[Future[EpisodeResult], EpisodeJob] = {pool.submit(run_job, job): job for job in jobs}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+    finally:
+        # On an error or Ctrl-C: drop the queued episodes; running ones finish and are discarded.
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def write_episodes(out: Path, plan: BenchmarkPlan, results: list[EpisodeResult]) -> None:
+    """(Re)write episodes.csv and traces.csv in plan order, so a file always holds all finished episodes."""
+    if not results:
+        return
+    env_order = {env_id: i for i, env_id in enumerate(plan.env_ids)}
+    agent_order = {agent.label: i for i, agent in enumerate(plan.agents)}
+    ordered = sorted(results, key=lambda r: (env_order[r.env_id], agent_order[r.agent], r.seed))
+    write_csv(out / "episodes.csv", [episode_row(r, plan.spec_of(r.agent, r.env_id)) for r in ordered])
+    write_csv(out / "traces.csv", [row for r in ordered for row in trace_rows(r)])
+
+
+def write_plots(out: Path, plan: BenchmarkPlan, env_id: str, results: list[EpisodeResult]) -> list[Path]:
+    """The two figures of one env; returns their paths."""
+    runs = {agent.label: sorted((r for r in results if r.env_id == env_id and r.agent == agent.label), key=lambda r: r.seed)
+            for agent in plan.agents}
+    slug = env_id.replace("/", "_")
+    seeds = f"{len(plan.seeds)} seed{'s' if len(plan.seeds) > 1 else ''}"
+    paths = [out / f"{slug}_trajectories.png", out / f"{slug}_final_accuracy.png"]
+    plot_trajectories({agent: [r.trace for r in rs] for agent, rs in runs.items()}, paths[0], f"{env_id}: mean over {seeds}")
+    plot_final_accuracy({agent: [100.0 * r.test_accuracy for r in rs] for agent, rs in runs.items()}, paths[1],
+                        f"{env_id}: final fused test accuracy, {seeds}", baseline=plan.baseline)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    started = time.perf_counter()
+    try:
+        args = parse_args(argv)
+        if args.workers < 1:
+            raise BenchmarkInputError(f"--workers {args.workers} is invalid: need at least 1")
+        plan = make_plan(args.agents, args.envs, args.env_kwargs, args.seeds, args.seed_offset, args.baseline or None)
+        env_configs = check_plan(plan)
+    except BenchmarkInputError as exc:
+        print(f"evaluate.py: error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out or f"results/{datetime.now():%Y%m%d-%H%M%S}")
+    jobs = plan.jobs()
+    results: list[EpisodeResult] = []
+    progress = tqdm(total=len(jobs), unit="episode", desc="evaluate", dynamic_ncols=True)
+    last_write = time.monotonic()
+    try:
+        for job, result in run_episodes(jobs, args.workers):
+            results.append(result)
+            progress.set_postfix_str(f"{job.label} on {job.env_id} seed {job.seed}: {100 * result.test_accuracy:.1f}%")
+            progress.update()
+            # Rewriting the files costs time quadratic in the episode count: at most every few seconds.
+            if time.monotonic() - last_write >= WRITE_INTERVAL_S:
+                write_episodes(out, plan, results)
+                last_write = time.monotonic()
+    except KeyboardInterrupt:
+        progress.close()
+        write_episodes(out, plan, results)
+        kept = f"kept in {out / 'episodes.csv'}" if results else "finished, nothing written"
+        print(f"evaluate.py: interrupted: {len(results)}/{len(jobs)} episodes {kept}", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an episode failed: keep what finished, say where the details are
+        progress.close()
+        write_episodes(out, plan, results)
+        write_text(out / "error.log", "".join(traceback.format_exception(exc)))
+        print(f"evaluate.py: error: an episode failed ({type(exc).__name__}: {exc}); {len(results)} finished episodes "
+              f"in {out / 'episodes.csv'}, traceback in {out / 'error.log'}", file=sys.stderr)
+        return 1
+    progress.close()
+    write_episodes(out, plan, results)
+
+    summaries = {env_id: summarize_env(results, plan, env_id) for env_id in plan.env_ids}
+    print_tables([table for env_id in plan.env_ids for table in env_tables(env_id, summaries[env_id], plan)])
+    write_csv(out / "summary.csv", [summary_row(env_id, s) for env_id in plan.env_ids for s in summaries[env_id]])
+    write_json(out / "summary.json", summary_document(args, plan, env_configs, summaries, argv))
+    plots = [] if args.no_plots else [p for env_id in plan.env_ids for p in write_plots(out, plan, env_id, results)]
+    print(f"evaluated {len(plan.agents)} agents x {len(plan.env_ids)} env{'s' if len(plan.env_ids) > 1 else ''} x "
+          f"{len(plan.seeds)} seeds = {len(results)} episodes in {time.perf_counter() - started:.1f} s; "
+          f"results in {out}/ (episodes.csv, traces.csv, summary.csv, summary.json, {len(plots)} plots)")
+    return 0
+
+
+def summary_document(args: Args, plan: BenchmarkPlan, env_configs: dict[str, Any],
+                     summaries: dict[str, list[AgentSummary]], argv: list[str] | None) -> dict[str, Any]:
+    """Everything needed to read and to reproduce the tables: numbers, seeds, configs, versions."""
+
+    def agent_summary(summary: AgentSummary) -> dict[str, Any]:
+        values = dataclasses.asdict(summary)
+        if summary.versus_baseline is not None:
+            values["versus_baseline"]["significant"] = summary.versus_baseline.significant(ALPHA)
+        return values
+
+    return {
+        "created": datetime.now().isoformat(timespec="seconds"),
+        "command": ["evaluate.py", *(sys.argv[1:] if argv is None else argv)],
+        "suite": args.suite or None,
+        "units": {"accuracy": "percent", "modality_gap": "percentage points", "diff": "percentage points",
+                  "episode_return": "reward units", "wall_time": "seconds per episode"},
+        "confidence": CONFIDENCE,
+        "alpha": ALPHA,
+        "env_ids": list(plan.env_ids),
+        "env_kwargs": plan.env_kwargs,
+        "env_configs": env_configs,
+        "seeds": list(plan.seeds),
+        "seed_offset": plan.seeds[0],
+        "agents": [{"label": agent.label, "spec": agent.text} for agent in plan.agents],
+        "baseline": plan.baseline,
+        "versions": environment_versions(),
+        "results": {env_id: [agent_summary(s) for s in summaries[env_id]] for env_id in plan.env_ids},
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
