@@ -135,7 +135,7 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
         self._step_index += 1
         self._quantities = quantities
         self._history.append(quantities.tolist())
-        self._loss = float(record.losses.double().mean())
+        self._loss = float(record.losses.mean(dtype=np.float64))
         if not math.isfinite(self._loss):
             self._done = True
             info = self._step_info(-self.config.divergence_penalty, 0.0, diverged=True)

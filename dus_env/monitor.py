@@ -22,23 +22,19 @@ import torch
 
 
 @torch.no_grad()
-def segment_scores(logits: torch.Tensor, labels: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
-    """``s`` for consecutive batches concatenated along dim 0: one score per segment.
+def true_class_probability(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``y_i^T p_i``: the softmax probability each sample's logits ``[N, C]`` give its label ``[N]``.
 
-    ``logits [N, C]``, ``labels [N]``, ``sizes [S]`` (summing to ``N``) -> scores ``[S]``, each the
-    mean softmax probability of the true class over its segment. One softmax for all segments:
-    the learner scores every (modality, iteration) batch of a decision step in one call.
+    The one place the score formula lives; ``s^j`` is its mean over the batch.
     """
     # Softmax over the class axis of the transposed view: for a handful of classes, PyTorch's CPU
     # kernel over a short last dimension is about 4x slower than over dim 0 (same values).
-    probabilities = torch.softmax(logits.T, dim=0).gather(0, labels.unsqueeze(0)).squeeze(0)
-    segment = torch.repeat_interleave(torch.arange(len(sizes)), sizes)
-    return torch.zeros(len(sizes)).index_add_(0, segment, probabilities) / sizes
+    return torch.softmax(logits.T, dim=0).gather(0, labels.unsqueeze(0)).squeeze(0)
 
 
 def modality_score(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """``s^j`` of one batch: ``logits [n, C]`` of modality ``j`` and their ``labels [n]`` -> 0-d."""
-    return segment_scores(logits, labels, torch.tensor([labels.shape[0]]))[0]
+    return true_class_probability(logits, labels).mean()
 
 
 class DiscrepancyMonitor:

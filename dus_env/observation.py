@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -83,6 +83,25 @@ class TrainingStatus:
     progress: float
     train_loss: float
     n_classes: int
+
+
+def _shares(status: TrainingStatus) -> np.ndarray:
+    quantities = np.asarray(status.quantities, dtype=np.float64)
+    return quantities / quantities.sum()
+
+
+#: How each slot's value is read from a :class:`TrainingStatus` (before clipping to its range).
+SLOT_VALUES: dict[str, Callable[[TrainingStatus], Any]] = {
+    "cumulative_score": lambda status: status.monitor.cumulative,
+    "last_score": lambda status: status.monitor.last,
+    "score_gap": lambda status: status.monitor.relative_gap(),
+    "score_ratio": lambda status: status.monitor.ratio_to_best(),
+    "val_modality_accuracy": lambda status: status.val_modality_accuracy,
+    "val_fused_accuracy": lambda status: status.val_fused_accuracy,
+    "last_share": _shares,
+    "progress": lambda status: status.progress,
+    "train_loss": lambda status: status.train_loss / math.log(status.n_classes),
+}
 
 
 @dataclass(frozen=True)
@@ -154,21 +173,17 @@ class ObservationLayout:
         monitor = status.monitor
         if monitor.n_modalities != self.n_modalities:
             raise ValueError(f"monitor tracks {monitor.n_modalities} modalities, layout expects {self.n_modalities}")
-        quantities = np.asarray(status.quantities, dtype=np.float64)
-        values = {
-            "cumulative_score": monitor.cumulative,
-            "last_score": monitor.last,
-            "score_gap": monitor.relative_gap(),
-            "score_ratio": monitor.ratio_to_best(),
-            "val_modality_accuracy": status.val_modality_accuracy,
-            "val_fused_accuracy": (status.val_fused_accuracy,),
-            "last_share": quantities / quantities.sum(),
-            "progress": (status.progress,),
-            "train_loss": (status.train_loss / math.log(status.n_classes),),
-        }
-        raw = np.concatenate([np.asarray(values[slot.name], dtype=np.float64) for slot in self.slots])
+        # Written slot by slot into one float64 vector, then clipped and cast once: this runs every
+        # decision step, and each separate small numpy array would add its own overhead.
+        raw = np.empty(self.size)
+        for name, where in self._slices:
+            raw[where] = SLOT_VALUES[name](status)
         low, high = self._bounds
-        return np.clip(raw, low, high).astype(np.float32)
+        return np.clip(raw, low, high, out=raw).astype(np.float32)
+
+    @cached_property
+    def _slices(self) -> tuple[tuple[str, slice], ...]:
+        return tuple((slot.name, self.index(slot.name)) for slot in self.slots)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready description, saved with exported policies and printed in the docs."""

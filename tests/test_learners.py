@@ -37,14 +37,14 @@ def test_each_modality_trains_on_exactly_its_quantity(kind: str) -> None:
     assert rows_seen_per_modality(learner, np.array([5, 27])) == [5, 27]
     learner.train_iteration(np.array([12, 3]))
     record = learner.collect()
-    assert record.losses.shape == (2,) and bool(torch.isfinite(record.losses).all())
+    assert record.losses.shape == (2,) and bool(np.isfinite(record.losses).all())
     assert record.scores.shape == (2, 2) and bool(((record.scores >= 0) & (record.scores <= 1)).all())
     with pytest.raises(RuntimeError, match="no training iteration"):
         learner.collect()
 
 
 def test_batched_scores_equal_per_iteration_scores() -> None:
-    learner = make("joint")
+    learner = make("joint")  # unequal quantities: two runs of different sizes in one softmax
     captured: list[tuple[int, torch.Tensor, torch.Tensor]] = []
     keep = learner.keeper.keep
     learner.keeper.keep = lambda j, logits, labels: (captured.append((j, logits.detach(), labels)), keep(j, logits, labels))
@@ -75,7 +75,7 @@ def test_same_generator_seed_same_model_and_training() -> None:
     quantities = np.array([10, 22])
     a.train_iteration(quantities)
     b.train_iteration(quantities)
-    assert torch.equal(a.collect().losses, b.collect().losses)
+    assert np.array_equal(a.collect().losses, b.collect().losses)
     assert not torch.equal(next(a.model.parameters()), next(c.model.parameters()))
 
 

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from dus_env.monitor import DiscrepancyMonitor, modality_score, segment_scores
+from dus_env.monitor import DiscrepancyMonitor, modality_score
 
 
 def test_modality_score_is_mean_true_class_probability() -> None:
@@ -39,18 +39,6 @@ def test_update_many_equals_one_at_a_time() -> None:
     many.update_many(scores[4:])
     assert one.cumulative == pytest.approx(many.cumulative, abs=1e-12) and (one.last == many.last).all()
     assert many.iterations == 7
-
-
-def test_segment_scores_match_each_segment_alone() -> None:
-    generator = torch.Generator().manual_seed(1)
-    sizes = torch.tensor([3, 6, 1, 4])
-    logits, labels = torch.randn(14, 5, generator=generator), torch.randint(0, 5, (14,), generator=generator)
-    scores = segment_scores(logits, labels, sizes)
-    start = 0
-    for k, size in enumerate(sizes.tolist()):
-        probabilities = torch.softmax(logits[start : start + size], dim=1)[torch.arange(size), labels[start : start + size]]
-        assert scores[k].item() == pytest.approx(probabilities.mean().item(), abs=1e-6)
-        start += size
 
 
 def test_reset_clears_and_shape_is_checked() -> None:
