@@ -20,10 +20,11 @@ PRESETS: dict[str, EnvConfig] = {
             corruption_rates=(0.4, 0.2, 0.0),
         )
     ),
-    # Harder: a weaker weak modality, a more often corrupted strong one, fewer training samples.
+    # Harder: a more dominant strong modality (it suppresses the weak one more), a weaker weak
+    # one, a more often corrupted strong one, fewer training samples.
     "SyntheticHard": EnvConfig(
         task=SyntheticTaskConfig(
-            signal_strengths=(1.0, 0.25),
+            signal_strengths=(1.5, 0.3),
             corruption_rates=(0.5, 0.0),
             n_train=600,
         )
@@ -37,7 +38,7 @@ PRESETS: dict[str, EnvConfig] = {
 PRESET_SUMMARIES: dict[str, str] = {
     "Synthetic": "2 modalities, strong (signal 1.0, 40% corrupted) + weak (signal 0.35); the default",
     "Synthetic3": "3 modalities, signals 1.0 / 0.45 / 0.35, corruption 0.4 / 0.2 / 0",
-    "SyntheticHard": "2 modalities, weak signal 0.25, strong 50% corrupted, 600 training samples",
+    "SyntheticHard": "2 modalities, signals 1.5 (50% corrupted) / 0.3, 600 training samples",
     "MFeat": "UCI Multiple Features digits, views fac (strong) + fou (weak), stratified split",
     "Features": "your own per-modality features from an .npz file; needs path=...",
 }
