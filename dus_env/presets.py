@@ -34,16 +34,6 @@ PRESETS: dict[str, EnvConfig] = {
     "Features": EnvConfig(task=FeaturesTaskConfig()),
 }
 
-#: Keys that each preset sets on top of ``EnvConfig()``, for the registry and the README table.
-PRESET_SUMMARIES: dict[str, str] = {
-    "Synthetic": "2 modalities, strong (signal 1.0, 40% corrupted) + weak (signal 0.35); the default",
-    "Synthetic3": "3 modalities, signals 1.0 / 0.45 / 0.35, corruption 0.4 / 0.2 / 0",
-    "SyntheticHard": "2 modalities, signals 1.5 (50% corrupted) / 0.3, 600 training samples",
-    "MFeat": "UCI Multiple Features digits, views fac (strong) + fou (weak), stratified split",
-    "Features": "your own per-modality features from an .npz file; needs path=...",
-}
-
-
 def preset(name: str) -> EnvConfig:
     """The base config of a registered id, e.g. ``preset("MFeat")``."""
     if name not in PRESETS:
