@@ -1,0 +1,531 @@
+"""Stable-Baselines3 policies as agents: algorithms by name, zoo-style hyperparameters, loading.
+
+* :func:`get_algorithm_class` finds any Stable-Baselines3 or sb3-contrib algorithm by name.
+* :func:`load_hyperparams` reads ``agents/hyperparams/<algo>.yml`` in the spirit of
+  rl-baselines3-zoo (see *Hyperparameter files* below) and merges command-line overrides.
+* :func:`sb3_constructor_kwargs` turns those hyperparameters into the algorithm's arguments.
+* :class:`SB3Agent` wraps a trained model (and its ``VecNormalize`` statistics) as an
+  :class:`agents.base.Agent`, so ``evaluate.py`` benchmarks it like any other policy.
+
+**Hyperparameter files.** One YAML file per algorithm (``ppo.yml``, ``a2c.yml``, ...; an algorithm
+without a file uses ``default.yml``). Each holds a ``default`` entry and optional entries keyed by
+environment id (``dus_env/Synthetic-v0``); an environment's entry is merged over ``default``, so it
+lists only what differs. Keys are the algorithm's constructor arguments (``n_steps``,
+``learning_rate``, ``gamma``, ...) plus the driver's own keys:
+
+=================  ==============================================================================
+key                meaning
+=================  ==============================================================================
+``n_envs``         number of parallel training environments
+``n_timesteps``    total environment steps of a run (over all environments)
+``normalize``      ``true`` / ``false``, or a dict of ``VecNormalize`` arguments
+                   (``norm_obs``, ``norm_reward``, ``clip_obs``, ...)
+``policy``         policy name, e.g. ``MlpPolicy`` (default: the algorithm's MLP policy)
+``policy_kwargs``  a dict, or a string as in the zoo: ``"dict(net_arch=[64, 64], activation_fn=nn.Tanh)"``
+=================  ==============================================================================
+
+A float-valued schedule (``learning_rate``, ``clip_range``, ``clip_range_vf``) may be written
+``lin_3e-4``: linear decay from 3e-4 to 0 over the run, as in the zoo.
+
+**Security.** SB3 ``.zip`` models and ``VecNormalize`` ``.pkl`` files are read with pickle, which
+can execute arbitrary code while loading: only load files you trust (e.g. your own runs).
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import inspect
+import pickle
+import re
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+import yaml
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.utils import LinearSchedule
+from stable_baselines3.common.vec_env import VecNormalize
+
+from dus_env.observation import ObservationLayout
+from dus_env.quantities import QuantityMapping
+
+from .base import Agent
+
+#: rl-baselines3-zoo's names for sb3-contrib algorithms, accepted as well as the class names.
+ALGORITHM_ALIASES = {"ppo_lstm": "recurrentppo", "ppo_mask": "maskableppo"}
+
+#: Where ``<algo>.yml`` files live; ``default.yml`` serves algorithms without their own file.
+HYPERPARAMS_DIR = Path(__file__).resolve().parent / "hyperparams"
+
+#: Hyperparameters consumed by ``train_agent.py`` itself rather than passed to an algorithm.
+RUN_KEYS = frozenset({"n_envs", "n_timesteps"})
+SB3_RUN_KEYS = RUN_KEYS | {"normalize"}
+
+#: Constructor arguments that ``train_agent.py`` sets itself (from its options), not the files.
+_DRIVER_OWNED_ARGS = frozenset({"self", "env", "seed", "tensorboard_log", "_init_setup_model", "kwargs", "args"})
+
+#: Schedules that accept ``lin_<value>``.
+_SCHEDULE_KEYS = ("learning_rate", "clip_range", "clip_range_vf")
+
+_FINAL_MODEL_FILE = "final_model.zip"
+_CONFIG_FILE = "config.yml"
+_VECNORMALIZE_FILE = "vecnormalize.pkl"
+_CHECKPOINT_NAME = re.compile(r"^(?P<prefix>.+)_(?P<steps>\d+)_steps\.zip$")
+
+
+class HyperparamsError(ValueError):
+    """A hyperparameter file, entry, key or value is missing or invalid."""
+
+
+# -- algorithms -----------------------------------------------------------------------------------
+
+
+def available_algorithms() -> dict[str, type[BaseAlgorithm]]:
+    """Every Stable-Baselines3 and sb3-contrib algorithm, keyed by lower-case class name."""
+    import sb3_contrib
+    import stable_baselines3
+
+    found: dict[str, type[BaseAlgorithm]] = {}
+    for module in (stable_baselines3, sb3_contrib):
+        for attribute in dir(module):
+            value = getattr(module, attribute)
+            if isinstance(value, type) and issubclass(value, BaseAlgorithm):
+                found[attribute.lower()] = value
+    return dict(sorted(found.items()))
+
+
+def get_algorithm_class(name: str) -> type[BaseAlgorithm]:
+    """The SB3 / sb3-contrib algorithm called ``name``, case-insensitive (``"PPO"``, ``"recurrentppo"``).
+
+    Dashes and underscores are ignored (``recurrent_ppo``), and the zoo names ``ppo_lstm`` and
+    ``ppo_mask`` are accepted. Whether an algorithm suits this environment's continuous actions is
+    checked when it is built (DQN and QR-DQN, for instance, need discrete actions).
+
+    :raises ValueError: unknown name; the message lists the available ones.
+    """
+    algorithms = available_algorithms()
+    key = name.strip().lower()
+    key = ALGORITHM_ALIASES.get(key, key).replace("-", "").replace("_", "")
+    if key not in algorithms:
+        raise ValueError(f"unknown algorithm {name!r}: available are {', '.join(algorithms)}")
+    return algorithms[key]
+
+
+def default_policy(algorithm: type[BaseAlgorithm]) -> str:
+    """The algorithm's MLP policy name: ``MlpPolicy``, or e.g. ``MlpLstmPolicy`` for RecurrentPPO."""
+    aliases = list(algorithm.policy_aliases)
+    if "MlpPolicy" in aliases:
+        return "MlpPolicy"
+    mlp = [alias for alias in aliases if alias.startswith("Mlp")]
+    return mlp[0] if mlp else aliases[0]
+
+
+# -- hyperparameters ------------------------------------------------------------------------------
+
+
+def hyperparams_file(algo: str, directory: str | Path = HYPERPARAMS_DIR) -> Path:
+    """``<directory>/<algo>.yml`` if it exists, else ``<directory>/default.yml``."""
+    directory = Path(directory)
+    own = directory / f"{algo.lower()}.yml"
+    return own if own.is_file() else directory / "default.yml"
+
+
+def load_hyperparams(
+    algo: str,
+    env_id: str,
+    overrides: Mapping[str, Any] | None = None,
+    directory: str | Path = HYPERPARAMS_DIR,
+) -> dict[str, Any]:
+    """Hyperparameters of ``algo`` on ``env_id``: the file's ``default`` entry, then the env's entry, then ``overrides``.
+
+    Each layer replaces whole top-level values (a ``policy_kwargs`` override replaces the file's
+    ``policy_kwargs``). Keys are not checked here: see :func:`check_hyperparam_keys`.
+
+    :param algo: algorithm name as given on the command line (``ppo``, ``reinforce``, ...).
+    :param env_id: Gymnasium id, e.g. ``dus_env/Synthetic-v0``.
+    :param overrides: values that win over the file, e.g. from ``--hyperparams``.
+    :param directory: folder holding the ``.yml`` files.
+    :raises HyperparamsError: missing or malformed file, or neither a ``default`` nor an ``env_id`` entry.
+    """
+    path = hyperparams_file(algo, directory)
+    if not path.is_file():
+        raise HyperparamsError(f"no hyperparameter file for {algo!r}: expected {path.with_name(algo.lower() + '.yml')} or {path}")
+    try:
+        entries = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise HyperparamsError(f"hyperparameter file {path} is not valid YAML: {error}") from error
+    if not isinstance(entries, dict) or not all(isinstance(v, dict) for v in entries.values()):
+        raise HyperparamsError(f"hyperparameter file {path} must map 'default' and env ids to dicts of hyperparameters")
+    if "default" not in entries and env_id not in entries:
+        raise HyperparamsError(f"{path} has neither a 'default' entry nor one for {env_id!r}; it has {sorted(entries)}")
+    merged = {**entries.get("default", {}), **entries.get(env_id, {}), **dict(overrides or {})}
+    return {key: _yaml_number(value) for key, value in merged.items()}
+
+
+def parse_key_values(pairs: Sequence[str], what: str = "--hyperparams") -> dict[str, Any]:
+    """``["n_steps=64", "policy_kwargs={net_arch: [32]}"]`` -> ``{"n_steps": 64, ...}``; values are YAML.
+
+    :param pairs: ``key=value`` strings.
+    :param what: where they come from, for the error message.
+    :raises HyperparamsError: an item without ``=`` or with a value that is not valid YAML.
+    """
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise HyperparamsError(f"{what} item {pair!r} is invalid: expected key=value, e.g. learning_rate=3e-4")
+        try:
+            values[key.strip()] = _yaml_number(yaml.safe_load(text)) if text.strip() else None
+        except yaml.YAMLError as error:
+            raise HyperparamsError(f"{what} value of {key.strip()!r} is not valid YAML: {text!r}") from error
+    return values
+
+
+_SCIENTIFIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
+def _yaml_number(value: Any) -> Any:
+    """``"3e-4"`` -> ``3e-4``: YAML 1.1 (PyYAML) reads exponents without a dot as strings."""
+    return float(value) if isinstance(value, str) and _SCIENTIFIC.match(value) else value
+
+
+def check_hyperparam_keys(hyperparams: Mapping[str, Any], accepted: set[str] | frozenset[str], owner: str) -> None:
+    """Refuse keys that ``owner`` (e.g. ``"PPO"``) does not take, suggesting the closest accepted one."""
+    for key in hyperparams:
+        if key not in accepted:
+            close = difflib.get_close_matches(key, accepted, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise HyperparamsError(f"unknown hyperparameter {key!r} for {owner}: {hint}accepted are {', '.join(sorted(accepted))}")
+
+
+def run_settings(hyperparams: Mapping[str, Any]) -> tuple[int, int]:
+    """``(n_envs, n_timesteps)`` from the hyperparameters, validated (``1e5``-style floats accepted)."""
+    values = []
+    for key in ("n_envs", "n_timesteps"):
+        if key not in hyperparams:
+            raise HyperparamsError(f"hyperparameter {key!r} is missing: set it in the .yml file or with --hyperparams {key}=...")
+        value = hyperparams[key]
+        number = _as_count(value)
+        if number is None or number < 1:
+            raise HyperparamsError(f"hyperparameter {key}={value!r} is invalid: expected a positive integer")
+        values.append(number)
+    return values[0], values[1]
+
+
+def sb3_constructor_kwargs(algorithm: type[BaseAlgorithm], hyperparams: Mapping[str, Any]) -> dict[str, Any]:
+    """Arguments for ``algorithm(env=..., **kwargs)`` from the hyperparameters (run keys dropped).
+
+    Checks every key against the constructor, parses ``policy_kwargs`` strings and ``lin_``
+    schedules, and fills in the default MLP policy.
+
+    :raises HyperparamsError: a key the algorithm does not take, or a value that cannot be parsed.
+    """
+    accepted = set(inspect.signature(algorithm.__init__).parameters) - _DRIVER_OWNED_ARGS
+    check_hyperparam_keys(hyperparams, accepted | SB3_RUN_KEYS, algorithm.__name__)
+    kwargs = {key: value for key, value in hyperparams.items() if key not in SB3_RUN_KEYS}
+    kwargs.setdefault("policy", default_policy(algorithm))
+    if kwargs.get("policy_kwargs") is not None:
+        kwargs["policy_kwargs"] = parse_policy_kwargs(kwargs["policy_kwargs"])
+    for key in _SCHEDULE_KEYS:
+        if isinstance(kwargs.get(key), str):
+            kwargs[key] = _parse_schedule(key, kwargs[key])
+    return kwargs
+
+
+def vec_normalize_kwargs(hyperparams: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``VecNormalize`` arguments from ``normalize`` (``None`` = no normalisation).
+
+    ``normalize: true`` normalises observations and rewards. The reward normaliser discounts with
+    the algorithm's ``gamma`` when one is set, as in the zoo, so its scale matches the returns
+    the value function learns.
+    """
+    normalize = hyperparams.get("normalize", False)
+    if normalize is False or normalize is None:
+        return None
+    if normalize is True:
+        kwargs: dict[str, Any] = {}
+    elif isinstance(normalize, dict):
+        kwargs = dict(normalize)
+    else:
+        raise HyperparamsError(f"hyperparameter normalize={normalize!r} is invalid: expected true, false or a dict of VecNormalize arguments")
+    accepted = set(inspect.signature(VecNormalize.__init__).parameters) - {"self", "venv", "training"}
+    check_hyperparam_keys(kwargs, accepted, "normalize (VecNormalize)")
+    if "gamma" in hyperparams:
+        kwargs.setdefault("gamma", hyperparams["gamma"])
+    return kwargs
+
+
+def parse_policy_kwargs(value: str | Mapping[str, Any]) -> dict[str, Any]:
+    """``policy_kwargs`` from the zoo's string form or a dict, without ``eval``.
+
+    The string may use ``dict(...)``, literals, lists, and torch classes written ``nn.Tanh``,
+    ``th.nn.ReLU`` or ``torch.optim.Adam``. In the dict form, ``activation_fn`` and
+    ``optimizer_class`` may be strings (``"nn.Tanh"``, ``"Tanh"``, ``"Adam"``).
+
+    :raises HyperparamsError: anything else (function calls, unknown names, ...).
+    """
+    if isinstance(value, str):
+        try:
+            tree = ast.parse(value.strip(), mode="eval")
+        except SyntaxError as error:
+            raise HyperparamsError(f"policy_kwargs {value!r} is not a valid expression: {error.msg}") from error
+        parsed = _literal(tree.body, value)
+    elif isinstance(value, Mapping):
+        parsed = dict(value)
+        for key, module in (("activation_fn", torch.nn), ("optimizer_class", torch.optim)):
+            if isinstance(parsed.get(key), str):
+                name = parsed[key]
+                parsed[key] = _torch_class(name if "." in name else f"torch.{module.__name__.split('.')[-1]}.{name}", value)
+    else:
+        raise HyperparamsError(f"policy_kwargs={value!r} is invalid: expected a dict or a string like 'dict(net_arch=[64, 64])'")
+    if not isinstance(parsed, dict):
+        raise HyperparamsError(f"policy_kwargs {value!r} is invalid: it must give a dict")
+    return parsed
+
+
+def _literal(node: ast.AST, source: str) -> Any:
+    """Evaluate the safe subset of Python that ``policy_kwargs`` strings use."""
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant):
+        return -node.operand.value
+    if isinstance(node, (ast.List, ast.Tuple)):
+        return [_literal(item, source) for item in node.elts]
+    if isinstance(node, ast.Dict) and None not in node.keys:
+        return {_literal(k, source): _literal(v, source) for k, v in zip(node.keys, node.values)}
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "dict"
+        and not node.args
+        and all(kw.arg is not None for kw in node.keywords)
+    ):
+        return {kw.arg: _literal(kw.value, source) for kw in node.keywords}
+    if isinstance(node, (ast.Name, ast.Attribute)):
+        return _torch_class(ast.unparse(node), source)
+    raise HyperparamsError(
+        f"policy_kwargs {source!r}: {ast.unparse(node)!r} is not allowed; use dict(...), numbers, strings, lists "
+        "and torch classes such as nn.Tanh"
+    )
+
+
+def _torch_class(dotted: str, source: Any) -> type:
+    """``nn.Tanh`` / ``th.nn.ReLU`` / ``torch.optim.Adam`` -> the class; nothing else is resolved."""
+    root, *rest = dotted.split(".")
+    roots = {"nn": torch.nn, "th": torch, "torch": torch}
+    target: Any = roots.get(root)
+    for part in rest:
+        target = getattr(target, part, None) if target is not None else None
+    allowed = isinstance(target, type) and issubclass(target, (torch.nn.Module, torch.optim.Optimizer))
+    if not rest or not allowed:
+        raise HyperparamsError(
+            f"policy_kwargs {source!r}: {dotted!r} is not a torch module or optimizer class (write e.g. nn.Tanh or th.optim.Adam)"
+        )
+    return target
+
+
+def _parse_schedule(key: str, text: str) -> LinearSchedule:
+    if not text.startswith("lin_"):
+        raise HyperparamsError(f"hyperparameter {key}={text!r} is invalid: expected a number or lin_<number> (linear decay to 0)")
+    try:
+        start = float(text[len("lin_"):])
+    except ValueError as error:
+        raise HyperparamsError(f"hyperparameter {key}={text!r} is invalid: {text[len('lin_'):]!r} is not a number") from error
+    return LinearSchedule(start=start, end=0.0, end_fraction=1.0)
+
+
+def _as_count(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, (float, str)):
+        try:
+            number = float(value)
+        except ValueError:
+            return None
+        return int(number) if number.is_integer() else None
+    return None
+
+
+# -- the agent ------------------------------------------------------------------------------------
+
+
+class SB3Agent(Agent):
+    """A trained Stable-Baselines3 policy, acting deterministically on (normalised) observations.
+
+    Observations go through ``vec_normalize.normalize_obs`` (the run's frozen statistics) when the
+    run used ``VecNormalize``; without it a policy trained on normalised observations would see
+    values it never saw in training. Recurrent policies (RecurrentPPO) keep their hidden state
+    through an episode and drop it in :meth:`reset`.
+
+    :param layout: the env's observation layout.
+    :param mapping: the env's action-to-quantity map.
+    :param model: the trained algorithm.
+    :param vec_normalize: the run's ``VecNormalize`` (only its statistics are used), or ``None``.
+    :param name: label in benchmark tables.
+    """
+
+    name = "sb3"
+
+    def __init__(
+        self,
+        layout: ObservationLayout,
+        mapping: QuantityMapping,
+        model: BaseAlgorithm,
+        vec_normalize: VecNormalize | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(layout, mapping)
+        self.model = model
+        self.vec_normalize = vec_normalize
+        self.name = name or type(model).__name__.lower()
+        self._state: tuple[np.ndarray, ...] | None = None
+        self._episode_start = np.ones(1, dtype=bool)
+
+    def reset(self, seed: int | None = None) -> None:
+        self._state = None
+        self._episode_start = np.ones(1, dtype=bool)
+
+    def act(self, observation: np.ndarray) -> np.ndarray:
+        observation = np.asarray(observation, dtype=np.float32)
+        if self.vec_normalize is not None:
+            observation = self.vec_normalize.normalize_obs(observation)
+        action, self._state = self.model.predict(
+            observation, state=self._state, episode_start=self._episode_start, deterministic=True
+        )
+        self._episode_start = np.zeros(1, dtype=bool)
+        return np.asarray(action, dtype=np.float32).reshape(self.mapping.n_modalities)
+
+    @classmethod
+    def load(cls, path: str | Path, env: gym.Env, algo: str | None = None) -> "SB3Agent":
+        """Load a policy written by ``train_agent.py`` for use on ``env``.
+
+        **Only load files you trust**: SB3 ``.zip`` models and ``.pkl`` statistics are unpickled,
+        which can run arbitrary code.
+
+        :param path: a run directory (its ``final_model.zip`` and ``vecnormalize.pkl`` are used) or
+            a model ``.zip``; the statistics are looked up beside it (``vecnormalize.pkl``, or
+            ``<prefix>_vecnormalize_<N>_steps.pkl`` for checkpoint ``<prefix>_<N>_steps.zip``).
+        :param env: the environment the agent will act in; its spaces must match the policy's.
+        :param algo: algorithm name (``ppo``, ``a2c``, ...); default: read from the run's ``config.yml``.
+        :raises FileNotFoundError: no model at ``path``, or the run normalised observations and
+            its statistics file is missing.
+        :raises ValueError: unknown algorithm, corrupt files, or spaces that do not match ``env``.
+        """
+        model_path = _model_path(Path(path))
+        config = _find_run_config(model_path)
+        trained_with = (config or {}).get("algo")
+        if not (algo or trained_with):
+            raise ValueError(
+                f"cannot tell which algorithm wrote {model_path} (no config.yml in its run directory): pass algo, e.g. algo='ppo'"
+            )
+        algorithm = get_algorithm_class(str(algo or trained_with))
+        if algo and trained_with and trained_with != "reinforce" and get_algorithm_class(str(trained_with)) is not algorithm:
+            raise ValueError(f"{model_path} was trained with {trained_with}, not {algo}: load it as {trained_with}")
+        unwrapped = env.unwrapped
+        layout: ObservationLayout = unwrapped.layout  # type: ignore[attr-defined]
+        mapping: QuantityMapping = unwrapped.mapping  # type: ignore[attr-defined]
+        if config is not None and "layout" in config:
+            saved = ObservationLayout.from_dict(config["layout"])
+            _check_modalities(saved.n_modalities, mapping.n_modalities, model_path)
+        # Inference needs neither the learning-rate nor the clip-range schedules; replacing them
+        # avoids unpickling closures that may not load under another Python version.
+        custom_objects = {"learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "clip_range": lambda _: 0.0}
+        try:
+            model = algorithm.load(model_path, env=None, device="cpu", custom_objects=custom_objects)
+        except Exception as error:  # SB3 raises many types (BadZipFile, KeyError, pickle errors, ...)
+            raise ValueError(f"cannot load {model_path} as a {algorithm.__name__} model (corrupt, or another algorithm?): {error}") from error
+        _check_spaces(model.observation_space, env.observation_space, model.action_space, env.action_space, model_path)
+        vec_normalize = _load_vec_normalize(model_path, env, config)
+        return cls(layout, mapping, model, vec_normalize)
+
+
+def _model_path(path: Path) -> Path:
+    if path.is_dir():
+        if (path / _FINAL_MODEL_FILE).is_file():
+            return path / _FINAL_MODEL_FILE
+        if (path / "final_model.pt").is_file():
+            raise ValueError(f"{path} is a DUS-R (reinforce) run, not an SB3 one: load it with ReinforceAgent.load (spec reinforce:PATH)")
+        raise FileNotFoundError(
+            f"run directory {path} has no final_model.zip (did training finish?): pass a checkpoint such as "
+            f"{path / 'checkpoints' / 'rl_model_<N>_steps.zip'} or {path / 'best_model' / 'best_model.zip'}, or resume the run"
+        )
+    if not path.is_file():
+        raise FileNotFoundError(f"no model at {path}: expected a run directory or an SB3 .zip file")
+    if path.suffix == ".pt":
+        raise ValueError(f"{path} is a torch file, not an SB3 .zip: DUS-R policies load with ReinforceAgent.load (spec reinforce:PATH)")
+    return path
+
+
+def _find_run_config(model_path: Path) -> dict[str, Any] | None:
+    """The ``config.yml`` of the run that wrote ``model_path``: beside it, or one folder up (checkpoints/, best_model/)."""
+    for folder in (model_path.parent, model_path.parent.parent):
+        candidate = folder / _CONFIG_FILE
+        if candidate.is_file():
+            try:
+                config = yaml.safe_load(candidate.read_text())
+            except yaml.YAMLError as error:
+                raise ValueError(f"run config {candidate} is not valid YAML: {error}") from error
+            return config if isinstance(config, dict) else None
+    return None
+
+
+def _vec_normalize_path(model_path: Path) -> Path | None:
+    beside = model_path.with_name(_VECNORMALIZE_FILE)
+    if beside.is_file():
+        return beside
+    match = _CHECKPOINT_NAME.match(model_path.name)
+    if match:
+        checkpoint = model_path.with_name(f"{match['prefix']}_vecnormalize_{match['steps']}_steps.pkl")
+        if checkpoint.is_file():
+            return checkpoint
+    return None
+
+
+def _load_vec_normalize(model_path: Path, env: gym.Env, config: dict[str, Any] | None) -> VecNormalize | None:
+    stats_path = _vec_normalize_path(model_path)
+    if stats_path is None:
+        if config is not None and (config.get("hyperparams") or {}).get("normalize"):
+            raise FileNotFoundError(
+                f"the run of {model_path} normalised observations but no {_VECNORMALIZE_FILE} is beside the model: "
+                "copy the statistics file next to it (without them the policy sees inputs it was not trained on)"
+            )
+        return None
+    try:
+        with stats_path.open("rb") as handle:
+            vec_normalize = pickle.load(handle)
+    except Exception as error:  # unpickling raises many types for a damaged file
+        raise ValueError(f"cannot read normalisation statistics {stats_path} (corrupt file?): {error}") from error
+    if not isinstance(vec_normalize, VecNormalize):
+        raise ValueError(f"{stats_path} holds a {type(vec_normalize).__name__}, not VecNormalize statistics")
+    if vec_normalize.observation_space.shape != env.observation_space.shape:
+        raise ValueError(
+            f"normalisation statistics {stats_path} are for observations of shape {vec_normalize.observation_space.shape}, "
+            f"the env's are {env.observation_space.shape}"
+        )
+    vec_normalize.training = False
+    return vec_normalize
+
+
+def _check_modalities(trained: int, env: int, model_path: Path) -> None:
+    if trained != env:
+        raise ValueError(
+            f"policy {model_path} was trained on {trained} modalities, the env has {env}: "
+            "evaluate it on an env with the same number of modalities, or train a policy for this one"
+        )
+
+
+def _check_spaces(
+    model_obs: gym.Space, env_obs: gym.Space, model_action: gym.Space, env_action: gym.Space, model_path: Path
+) -> None:
+    if model_action.shape != env_action.shape:
+        _check_modalities(int(np.prod(model_action.shape or (0,))), int(np.prod(env_action.shape or (0,))), model_path)
+    if model_obs.shape != env_obs.shape:
+        raise ValueError(
+            f"policy {model_path} expects observations of shape {model_obs.shape}, the env gives {env_obs.shape}: "
+            "the observation layout or the number of modalities differs from training"
+        )
