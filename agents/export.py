@@ -26,30 +26,48 @@ if TYPE_CHECKING:
 class SB3DeterministicActor(torch.nn.Module):
     """The deterministic action of an SB3 policy as a plain module: what ``predict(deterministic=True)`` returns.
 
-    Actor-critic policies (PPO, A2C, TRPO) are unrolled into features -> actor MLP -> mean action
-    (tanh when the policy squashes), so that no distribution object is traced; off-policy actors
-    (SAC, TD3, TQC, DDPG) are already deterministic modules. Actions are clipped to ``[-1, 1]``,
-    as ``predict`` clips them to the action space.
+    No distribution object is traced (the ONNX exporter cannot follow ``torch.distributions``):
+
+    * actor-critic policies (PPO, A2C, TRPO): features -> actor MLP -> mean action, ``tanh`` when
+      the policy squashes its output (gSDE);
+    * SAC / TQC: the actor's mean action through ``tanh`` (the mode of a squashed Gaussian);
+    * TD3 / DDPG: the actor itself, already deterministic.
+
+    Actions are clipped to ``[-1, 1]``, as ``predict`` clips them to the action space. Recurrent
+    policies are refused: the artifact is a feed-forward network without the LSTM state.
     """
 
     def __init__(self, policy: torch.nn.Module) -> None:
         super().__init__()
         from stable_baselines3.common.policies import ActorCriticPolicy
 
+        if hasattr(policy, "lstm_actor"):
+            raise TypeError(
+                f"cannot export a recurrent policy ({type(policy).__name__}): the exported artifact is a feed-forward "
+                "network and would drop the LSTM state; export a PPO/A2C/SAC/TD3 policy instead"
+            )
         self.policy = policy
-        self.actor_critic = isinstance(policy, ActorCriticPolicy)
-        if not self.actor_critic and not hasattr(policy, "actor"):
+        if isinstance(policy, ActorCriticPolicy):
+            self.kind = "actor_critic"
+        elif hasattr(policy, "actor") and hasattr(policy.actor, "get_action_dist_params"):
+            self.kind = "squashed_gaussian"
+        elif hasattr(policy, "actor"):
+            self.kind = "deterministic_actor"
+        else:
             raise TypeError(f"cannot export a {type(policy).__name__}: expected an actor-critic policy or one with an actor")
 
     def forward(self, observation: torch.Tensor) -> torch.Tensor:
-        if self.actor_critic:
+        if self.kind == "actor_critic":
             features = self.policy.extract_features(observation)
             actor_features = features[0] if isinstance(features, tuple) else features
             actions = self.policy.action_net(self.policy.mlp_extractor.forward_actor(actor_features))
             if self.policy.squash_output:
                 actions = torch.tanh(actions)
+        elif self.kind == "squashed_gaussian":
+            mean_actions, _, _ = self.policy.actor.get_action_dist_params(observation)
+            actions = torch.tanh(mean_actions)
         else:
-            actions = self.policy._predict(observation, deterministic=True)
+            actions = self.policy.actor(observation)
         return torch.clamp(actions, -1.0, 1.0)
 
 

@@ -218,3 +218,25 @@ def test_sampler_runs_without_gymnasium_or_sb3(ppo_artifact, backend: str) -> No
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(2 * TINY["base_batch_size"])
+
+
+@pytest.mark.parametrize("algorithm", ["SAC", "TD3"])
+def test_off_policy_exports_equal_predict(tmp_path: Path, algorithm: str) -> None:
+    import stable_baselines3
+
+    env = gym.make("dus_env/Synthetic-v0", **TINY)
+    model = getattr(stable_baselines3, algorithm)("MlpPolicy", env, learning_starts=4, buffer_size=64, seed=0, device="cpu")
+    model.learn(8)
+    path = export_sb3_policy(model, None, env.unwrapped.config, tmp_path / algorithm)
+    observations = recorded_observations(1)
+    np.testing.assert_allclose(PolicyArtifact(path).act(observations), model.predict(observations, deterministic=True)[0], atol=1e-5)
+
+
+def test_recurrent_policy_export_is_refused(tmp_path: Path) -> None:
+    from sb3_contrib import RecurrentPPO
+
+    env = gym.make("dus_env/Synthetic-v0", **TINY)
+    model = RecurrentPPO("MlpLstmPolicy", env, n_steps=8, batch_size=8, seed=0, device="cpu")
+    with pytest.raises(TypeError, match="cannot export a recurrent policy"):
+        export_sb3_policy(model, None, env.unwrapped.config, tmp_path / "rppo")
+    assert not (tmp_path / "rppo").exists()
