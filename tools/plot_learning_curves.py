@@ -1,0 +1,71 @@
+"""Learning curves from the TensorBoard logs of training runs, as one PNG.
+
+Reads the event files under each run's ``tb/`` folder (written by ``train_agent.py``) and plots
+the chosen scalars against environment steps, one panel per scalar, one line per run::
+
+    python tools/plot_learning_curves.py runs/ppo_Synthetic-v0_0 runs/a2c_Synthetic-v0_0 \\
+        --out docs/img/curves_synthetic.png
+    python tools/plot_learning_curves.py runs/* --scalars dus/episode_test_accuracy rollout/ep_rew_mean
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+
+DEFAULT_SCALARS = ("eval/mean_reward", "dus/episode_test_accuracy", "rollout/ep_rew_mean")
+
+
+def read_scalars(run_dir: Path, tags: tuple[str, ...]) -> dict[str, tuple[list[int], list[float]]]:
+    """``{tag: (steps, values)}`` merged over every event file of the run (resumed runs have several)."""
+    series: dict[str, dict[int, float]] = {tag: {} for tag in tags}
+    event_files = sorted(run_dir.rglob("events.out.tfevents.*"))
+    if not event_files:
+        raise SystemExit(f"no TensorBoard event files under {run_dir}: is it a train_agent.py run folder?")
+    for file in event_files:
+        accumulator = EventAccumulator(str(file), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        available = set(accumulator.Tags().get("scalars", []))
+        for tag in tags:
+            if tag in available:
+                series[tag].update({event.step: event.value for event in accumulator.Scalars(tag)})
+    return {tag: (sorted(points), [points[s] for s in sorted(points)]) for tag, points in series.items() if points}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders written by train_agent.py")
+    parser.add_argument("--scalars", nargs="+", default=list(DEFAULT_SCALARS), help="TensorBoard tags to plot")
+    parser.add_argument("--out", type=Path, default=Path("learning_curves.png"))
+    args = parser.parse_args()
+    tags = tuple(args.scalars)
+    figure, axes = plt.subplots(1, len(tags), figsize=(5 * len(tags), 3.6), squeeze=False)
+    for run in args.runs:
+        data = read_scalars(run, tags)
+        for axis, tag in zip(axes[0], tags):
+            if tag in data:
+                axis.plot(*data[tag], label=run.name)
+    for axis, tag in zip(axes[0], tags):
+        axis.set_title(tag)
+        axis.set_xlabel("environment steps")
+        axis.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    figure.tight_layout()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(suffix=".png", dir=args.out.parent)
+    os.close(handle)
+    figure.savefig(temporary, dpi=110)
+    os.replace(temporary, args.out)
+    print(f"wrote {args.out} ({len(args.runs)} runs, scalars: {', '.join(tags)})")
+
+
+if __name__ == "__main__":
+    main()
