@@ -23,6 +23,7 @@ from dus_env.registration import ENV_IDS, NAMESPACE
 from dus_env.validation import ConfigError
 
 from .base import Agent
+from .cli import json_object_argument
 from .rollout import EpisodeResult, run_episode
 from .specs import AgentSpec, AgentSpecError, make_agent, parse_spec, resolve_spec, with_unique_labels
 from .stats import PairedComparison, Summary, paired_comparison, summarize
@@ -211,13 +212,8 @@ def parse_env_kwargs(items: Sequence[str]) -> dict[str, Any]:
 
     :raises BenchmarkInputError: malformed JSON or an item without ``=``.
     """
-    if len(items) == 1 and items[0].lstrip().startswith("{"):
-        try:
-            values = json.loads(items[0])
-        except json.JSONDecodeError as exc:
-            raise BenchmarkInputError(f"--env-kwargs {items[0]!r} is not valid JSON: {exc}") from None
-        if not isinstance(values, dict):
-            raise BenchmarkInputError(f"--env-kwargs {items[0]!r} must be a JSON object")
+    values = json_object_argument(items, "--env-kwargs", BenchmarkInputError)
+    if values is not None:
         return values
     result: dict[str, Any] = {}
     for item in items:

@@ -40,8 +40,6 @@ import copy
 import dataclasses
 import io
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,32 +57,13 @@ from dus_env.quantities import QuantityMapping
 from dus_env.validation import check_float, check_int
 
 from .base import Agent
+from .results import write_bytes
 
 FILE_FORMAT = "dus_env.reinforce"
 FILE_FORMAT_VERSION = 1
 #: Name of the final policy in a run directory written by ``train_agent.py``.
 FINAL_MODEL_FILE = "final_model.pt"
 OBS_EPSILON = 1e-8
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``.
-
-    A reader (or an interrupted writer) sees the old file or the new one, never half of one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    try:
-        with handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
-    return path
 
 
 @dataclass(frozen=True)
@@ -436,7 +415,7 @@ class ReinforceAgent(Agent):
         }
         buffer = io.BytesIO()
         torch.save(state, buffer)
-        return atomic_write_bytes(path, buffer.getvalue())
+        return write_bytes(path, buffer.getvalue())
 
     @classmethod
     def load(cls, path: str | Path, env: gym.Env) -> "ReinforceAgent":

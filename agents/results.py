@@ -1,9 +1,10 @@
 """Result files of a benchmark, written atomically, and the rows that go into them.
 
-Why atomic: a benchmark can run for hours and be interrupted at any moment. Every file is written to
-a temporary file in the same directory and moved over the target with ``os.replace``, which is
-atomic on POSIX and Windows: a reader (or a rerun) sees the previous complete file or the new
-complete file, never half of one.
+Why atomic: a benchmark or a training run can go on for hours and be interrupted at any moment.
+Every file is written to a temporary file in the same directory and moved over the target with
+``os.replace``, which is atomic on POSIX and Windows: a reader (or a rerun, or a resumed run) sees
+the previous complete file or the new complete file, never half of one. Training
+(``agents/training.py``, ``agents/reinforce.py``) writes its models and logs with the same writers.
 """
 
 from __future__ import annotations
@@ -51,6 +52,13 @@ def atomic_output(path: str | Path, binary: bool = False) -> Iterator[IO[Any]]:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically; return ``path`` as a :class:`~pathlib.Path`."""
+    with atomic_output(path, binary=True) as handle:
+        handle.write(data)
+    return Path(path)
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -141,8 +149,13 @@ def trace_rows(result: EpisodeResult) -> list[dict[str, Any]]:
 
 def environment_versions() -> dict[str, str]:
     """Python, platform and the versions of :data:`RECORDED_PACKAGES`, to say what produced a result."""
-    versions = {"python": platform.python_version(), "platform": platform.platform()}
-    for name in RECORDED_PACKAGES:
+    return {"python": platform.python_version(), "platform": platform.platform(), **package_versions(RECORDED_PACKAGES)}
+
+
+def package_versions(names: Sequence[str]) -> dict[str, str]:
+    """The installed version of each distribution in ``names``, ``"not installed"`` for absent ones."""
+    versions = {}
+    for name in names:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

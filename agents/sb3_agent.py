@@ -70,9 +70,10 @@ _DRIVER_OWNED_ARGS = frozenset({"self", "env", "seed", "tensorboard_log", "_init
 #: Schedules that accept ``lin_<value>``.
 _SCHEDULE_KEYS = ("learning_rate", "clip_range", "clip_range_vf")
 
-_FINAL_MODEL_FILE = "final_model.zip"
-_CONFIG_FILE = "config.yml"
-_VECNORMALIZE_FILE = "vecnormalize.pkl"
+#: File names in a run directory written by ``train_agent.py``, which :meth:`SB3Agent.load` reads back.
+FINAL_MODEL_FILE = "final_model.zip"
+CONFIG_FILE = "config.yml"
+VECNORMALIZE_FILE = "vecnormalize.pkl"
 _CHECKPOINT_NAME = re.compile(r"^(?P<prefix>.+)_(?P<steps>\d+)_steps\.zip$")
 
 
@@ -446,8 +447,8 @@ class SB3Agent(Agent):
 
 def _model_path(path: Path) -> Path:
     if path.is_dir():
-        if (path / _FINAL_MODEL_FILE).is_file():
-            return path / _FINAL_MODEL_FILE
+        if (path / FINAL_MODEL_FILE).is_file():
+            return path / FINAL_MODEL_FILE
         if (path / "final_model.pt").is_file():
             raise ValueError(f"{path} is a DUS-R (reinforce) run, not an SB3 one: load it with ReinforceAgent.load (spec reinforce:PATH)")
         raise FileNotFoundError(
@@ -464,7 +465,7 @@ def _model_path(path: Path) -> Path:
 def _find_run_config(model_path: Path) -> dict[str, Any] | None:
     """The ``config.yml`` of the run that wrote ``model_path``: beside it, or one folder up (checkpoints/, best_model/)."""
     for folder in (model_path.parent, model_path.parent.parent):
-        candidate = folder / _CONFIG_FILE
+        candidate = folder / CONFIG_FILE
         if candidate.is_file():
             try:
                 config = yaml.safe_load(candidate.read_text())
@@ -475,7 +476,7 @@ def _find_run_config(model_path: Path) -> dict[str, Any] | None:
 
 
 def _vec_normalize_path(model_path: Path) -> Path | None:
-    beside = model_path.with_name(_VECNORMALIZE_FILE)
+    beside = model_path.with_name(VECNORMALIZE_FILE)
     if beside.is_file():
         return beside
     match = _CHECKPOINT_NAME.match(model_path.name)
@@ -491,7 +492,7 @@ def _load_vec_normalize(model_path: Path, env: gym.Env, config: dict[str, Any] |
     if stats_path is None:
         if config is not None and (config.get("hyperparams") or {}).get("normalize"):
             raise FileNotFoundError(
-                f"the run of {model_path} normalised observations but no {_VECNORMALIZE_FILE} is beside the model: "
+                f"the run of {model_path} normalised observations but no {VECNORMALIZE_FILE} is beside the model: "
                 "copy the statistics file next to it (without them the policy sees inputs it was not trained on)"
             )
         return None

@@ -165,8 +165,8 @@ class _ScoreKeeper:
         return torch.stack([chunk.mean() for chunk in run.split(sizes)])
 
 
-class JointLearner:
-    """Late fusion with per-modality participation masks (see the module docstring)."""
+class _TrainingState:
+    """What every learner holds: the model, its optimizer, the training split and the score keeper."""
 
     def __init__(self, config: LearnerConfig, model: MultimodalModel, task: Task, generator: torch.Generator) -> None:
         self.model = model
@@ -174,8 +174,18 @@ class JointLearner:
         self.features = task.train.features
         self.labels = task.train.labels
         self.generator = generator
-        self.rows = IndexStream(len(task.train), generator)
         self.keeper = _ScoreKeeper(model.n_modalities)
+
+    def collect(self) -> IterationRecord:
+        return self.keeper.collect()
+
+
+class JointLearner(_TrainingState):
+    """Late fusion with per-modality participation masks (see the module docstring)."""
+
+    def __init__(self, config: LearnerConfig, model: MultimodalModel, task: Task, generator: torch.Generator) -> None:
+        super().__init__(config, model, task, generator)
+        self.rows = IndexStream(len(task.train), generator)
 
     def train_iteration(self, quantities: np.ndarray) -> None:
         counts = quantities.tolist()
@@ -205,20 +215,13 @@ class JointLearner:
         self.optimizer.step()
         self.keeper.losses.append(loss.detach())
 
-    def collect(self) -> IterationRecord:
-        return self.keeper.collect()
 
-
-class AlternatingLearner:
+class AlternatingLearner(_TrainingState):
     """MLA-style: every modality trains alone on its own batch, in turn, through the shared head."""
 
     def __init__(self, config: LearnerConfig, model: MultimodalModel, task: Task, generator: torch.Generator) -> None:
-        self.model = model
-        self.optimizer = make_optimizer(config, model)
-        self.features = task.train.features
-        self.labels = task.train.labels
+        super().__init__(config, model, task, generator)
         self.streams = [IndexStream(len(task.train), generator) for _ in range(model.n_modalities)]
-        self.keeper = _ScoreKeeper(model.n_modalities)
 
     def train_iteration(self, quantities: np.ndarray) -> None:
         counts = quantities.tolist()
@@ -234,9 +237,6 @@ class AlternatingLearner:
             total = total + loss.detach() * count
             self.keeper.keep(j, logits, labels)
         self.keeper.losses.append(total / sum(counts))
-
-    def collect(self) -> IterationRecord:
-        return self.keeper.collect()
 
 
 def build_learner(

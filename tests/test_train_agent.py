@@ -19,7 +19,9 @@ from stable_baselines3 import PPO
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import dus_env
+from agents.callbacks import EvaluationLog, record_info_scalars
 from agents.reinforce import ReinforceAgent
+from agents.runs import UsageError, latest_checkpoint, parse_env_kwargs, resolve_run
 from agents.sb3_agent import HyperparamsError, SB3Agent
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +43,7 @@ def tiny_env() -> gym.Env:
 def test_defaults_train_ppo_on_synthetic() -> None:
     args = train_agent.parse_args([])
     assert (args.algo, args.env, args.seed, args.resume, args.hyperparams) == ("ppo", "dus_env/Synthetic-v0", 0, False, [])
-    run = train_agent.resolve_run(args)
+    run = resolve_run(args)
     assert run.run_dir == Path("runs/ppo_Synthetic-v0_0")
     assert run.tensorboard_dir == Path("runs/ppo_Synthetic-v0_0/tb")
     assert (run.n_envs, run.total_timesteps) == (2, 30_000)
@@ -53,7 +55,7 @@ def test_options_reach_the_run(tmp_path: Path) -> None:
         "--algo", "A2C", "--seed", "3", "--n-envs", "1", "--timesteps", "640", "--run-dir", str(tmp_path / "r"),
         "--env-kwargs", "decision_steps=6", "learner={hidden_sizes: [8]}", "--hyperparams", "n_steps=8", "normalize=false",
     ])
-    run = train_agent.resolve_run(args)
+    run = resolve_run(args)
     assert (run.algo, run.seed, run.n_envs, run.total_timesteps) == ("a2c", 3, 1, 640)
     assert run.env_kwargs == {"decision_steps": 6, "learner": {"hidden_sizes": [8]}}
     assert run.env_config.decision_steps == 6 and run.env_config.learner.hidden_sizes == (8,)
@@ -64,13 +66,13 @@ def test_options_reach_the_run(tmp_path: Path) -> None:
 
 
 def test_env_kwargs_accept_json_or_key_values() -> None:
-    assert train_agent.parse_env_kwargs(['{"decision_steps": 4, "learner": {"hidden_sizes": [16]}}']) == {
+    assert parse_env_kwargs(['{"decision_steps": 4, "learner": {"hidden_sizes": [16]}}']) == {
         "decision_steps": 4, "learner": {"hidden_sizes": [16]}}
-    assert train_agent.parse_env_kwargs(["decision_steps=4", "gap_penalty=0.5"]) == {"decision_steps": 4, "gap_penalty": 0.5}
-    with pytest.raises(train_agent.UsageError, match="not valid JSON"):
-        train_agent.parse_env_kwargs(["{decision_steps: 4"])
+    assert parse_env_kwargs(["decision_steps=4", "gap_penalty=0.5"]) == {"decision_steps": 4, "gap_penalty": 0.5}
+    with pytest.raises(UsageError, match="not valid JSON"):
+        parse_env_kwargs(["{decision_steps: 4"])
     with pytest.raises(HyperparamsError, match="expected key=value"):
-        train_agent.parse_env_kwargs(["decision_steps"])
+        parse_env_kwargs(["decision_steps"])
 
 
 @pytest.mark.parametrize(
@@ -107,11 +109,11 @@ def test_an_existing_run_is_not_overwritten(tmp_path: Path, capsys: pytest.Captu
 
 
 def test_latest_checkpoint_ignores_statistics_and_other_files(tmp_path: Path) -> None:
-    assert train_agent.latest_checkpoint(tmp_path / "missing") is None
+    assert latest_checkpoint(tmp_path / "missing") is None
     for name in ("rl_model_512_steps.zip", "rl_model_1024_steps.zip", "rl_model_vecnormalize_4096_steps.pkl",
                  "reinforce_768_steps.pt", ".rl_model_9999_steps.zip.x.tmp", "notes_99999_steps.txt"):
         (tmp_path / name).touch()
-    assert train_agent.latest_checkpoint(tmp_path) == 1024
+    assert latest_checkpoint(tmp_path) == 1024
 
 
 class RecordingLogger:
@@ -131,21 +133,21 @@ def test_info_scalars_per_step_and_at_episode_end() -> None:
         _, _, done, _, info = env.step(np.array([0.5, -0.5], dtype=np.float32))
         infos.append(info)
     logger = RecordingLogger()
-    train_agent.record_info_scalars(logger, infos[:2])  # type: ignore[arg-type]
+    record_info_scalars(logger, infos[:2])  # type: ignore[arg-type]
     assert {"dus/quantity_m0", "dus/quantity_m1", "dus/cumulative_score_m1", "dus/val_accuracy_m0", "dus/val_fused_accuracy"} <= set(logger.values)
     assert not any(key.startswith("dus/episode") for key in logger.values)
     assert logger.values["dus/quantity_m0"][1] > logger.values["dus/quantity_m1"][1]
-    train_agent.record_info_scalars(logger, infos[-1:])  # type: ignore[arg-type]
+    record_info_scalars(logger, infos[-1:])  # type: ignore[arg-type]
     assert logger.values["dus/episode_test_accuracy"] == [infos[-1]["test_fused_accuracy"]]
     assert {"dus/episode_test_accuracy_m0", "dus/episode_test_accuracy_m1", "dus/episode_modality_gap"} <= set(logger.values)
     assert logger.values["dus/episode_share_m0"][0] + logger.values["dus/episode_share_m1"][0] == pytest.approx(1.0)
 
 
 def test_evaluation_log_tracks_the_best_and_survives_a_restart(tmp_path: Path) -> None:
-    log = train_agent.EvaluationLog(tmp_path / "eval" / "evaluations.npz")
+    log = EvaluationLog(tmp_path / "eval" / "evaluations.npz")
     assert log.add(100, [0.1, 0.3], [4, 4], [0.5, 0.6])
     assert not log.add(200, [0.1, 0.1], [4, 4], [0.5, 0.5])
-    reloaded = train_agent.EvaluationLog(tmp_path / "eval" / "evaluations.npz")
+    reloaded = EvaluationLog(tmp_path / "eval" / "evaluations.npz")
     assert reloaded.timesteps == [100, 200] and reloaded.best_mean_return == pytest.approx(0.2)
     assert reloaded.add(300, [0.4, 0.4], [4, 4], [0.7, 0.7])
     assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == ["evaluations.npz"]
@@ -235,7 +237,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path: Path) -> None:
             "--env-kwargs", TINY_JSON, "--hyperparams", "n_steps=32", "batch_size=32", *FAST_EVAL]
     process = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 90
-    while train_agent.latest_checkpoint(run_dir / "checkpoints") is None and time.monotonic() < deadline:
+    while latest_checkpoint(run_dir / "checkpoints") is None and time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()
         time.sleep(0.2)
     time.sleep(1.0)
@@ -244,7 +246,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path: Path) -> None:
     assert process.returncode == train_agent.EXIT_INTERRUPTED, err
     assert "Traceback" not in err
     assert f"Resume with: python train_agent.py --resume --run-dir {run_dir}" in out
-    done = train_agent.latest_checkpoint(run_dir / "checkpoints")
+    done = latest_checkpoint(run_dir / "checkpoints")
     assert done is not None and done % 64 == 0  # taken between updates (rollouts of 32 steps x 2 envs)
     assert f"checkpoint saved at {done:,} of 100,000 steps" in out
     assert (run_dir / "checkpoints" / f"rl_model_vecnormalize_{done}_steps.pkl").is_file()
@@ -255,7 +257,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert f"resuming {run_dir} at {done:,} of {total:,} steps" in result.stdout
     assert f"{total:,} steps" in result.stdout.splitlines()[-1]
-    assert (run_dir / "final_model.zip").is_file() and train_agent.latest_checkpoint(run_dir / "checkpoints") == total
+    assert (run_dir / "final_model.zip").is_file() and latest_checkpoint(run_dir / "checkpoints") == total
     assert SB3Agent.load(run_dir, tiny_env()).model.num_timesteps == total
 
 

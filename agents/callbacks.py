@@ -1,0 +1,220 @@
+"""Stable-Baselines3 callbacks of ``train_agent.py``, and the files they write.
+
+* :func:`record_info_scalars` / :class:`InfoScalarsCallback`: the env's own quantities as ``dus/*``
+  TensorBoard scalars (DUS-R training logs them with the same function).
+* :class:`EvaluationLog`: ``eval/evaluations.npz``, SB3's evaluation history plus test accuracies.
+* :class:`DUSEvalCallback`: ``EvalCallback`` on fixed seeds that fills that log and saves the best
+  policy through :class:`SaveBestCallback`.
+* :class:`UpdateCheckpointCallback`: checkpoints taken between policy updates, so a resumed run
+  repeats no update and skips no data.
+
+Every file is written atomically (:func:`agents.results.write_bytes`): an interrupt leaves the
+previous complete file, never half of one.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback, EvalCallback
+from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.vec_env import VecEnv
+
+from .results import write_bytes
+from .sb3_agent import VECNORMALIZE_FILE
+
+#: Checkpoints are ``rl_model_<N>_steps.zip`` (+ ``rl_model_vecnormalize_<N>_steps.pkl``), SB3's names.
+CHECKPOINT_PREFIX = "rl_model"
+
+
+# -- TensorBoard: the environment's own quantities -------------------------------------------------------
+
+
+def record_info_scalars(logger: Logger, infos: Sequence[dict[str, Any]]) -> None:
+    """``dus/*`` scalars from env infos, averaged until the next dump.
+
+    Every step: quantities, cumulative scores and validation accuracies per modality. At episode
+    end: final test accuracy (fused, balanced, per modality), the modality gap and the share of the
+    episode's samples each modality got.
+    """
+    for info in infos:
+        if "quantities" not in info:
+            continue
+        for j, quantity in enumerate(info["quantities"]):
+            logger.record_mean(f"dus/quantity_m{j}", float(quantity))
+        for j, score in enumerate(info["cumulative_scores"]):
+            logger.record_mean(f"dus/cumulative_score_m{j}", float(score))
+        for j, accuracy in enumerate(info["val_modality_accuracies"]):
+            logger.record_mean(f"dus/val_accuracy_m{j}", float(accuracy))
+        logger.record_mean("dus/val_fused_accuracy", float(info["val_fused_accuracy"]))
+        logger.record_mean("dus/train_loss", float(info["train_loss"]))
+        if "test_fused_accuracy" in info:
+            logger.record_mean("dus/episode_test_accuracy", float(info["test_fused_accuracy"]))
+            logger.record_mean("dus/episode_test_balanced_accuracy", float(info["test_fused_balanced_accuracy"]))
+            for j, accuracy in enumerate(info["test_modality_accuracies"]):
+                logger.record_mean(f"dus/episode_test_accuracy_m{j}", float(accuracy))
+            logger.record_mean("dus/episode_modality_gap", float(info["test_modality_gap"]))
+            totals = np.asarray(info["quantity_totals"], dtype=np.float64)
+            for j, share in enumerate(totals / max(totals.sum(), 1.0)):
+                logger.record_mean(f"dus/episode_share_m{j}", float(share))
+
+
+class InfoScalarsCallback(BaseCallback):
+    """Feeds every training step's infos to :func:`record_info_scalars`."""
+
+    def _on_step(self) -> bool:
+        record_info_scalars(self.logger, self.locals.get("infos", ()))
+        return True
+
+
+# -- evaluation ---------------------------------------------------------------------------------------
+
+
+class EvaluationLog:
+    """Evaluation history in ``eval/evaluations.npz`` (SB3's keys plus ``test_accuracies``); reloaded on resume."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.timesteps: list[int] = []
+        self.results: list[list[float]] = []
+        self.ep_lengths: list[list[int]] = []
+        self.test_accuracies: list[list[float]] = []
+        if path.is_file():
+            with np.load(path) as saved:
+                self.timesteps = saved["timesteps"].tolist()
+                self.results = saved["results"].tolist()
+                self.ep_lengths = saved["ep_lengths"].tolist()
+                self.test_accuracies = saved["test_accuracies"].tolist()
+
+    @property
+    def best_mean_return(self) -> float:
+        return max((float(np.mean(r)) for r in self.results), default=-np.inf)
+
+    def add(self, timesteps: int, returns: list[float], lengths: list[int], test_accuracies: list[float]) -> bool:
+        """Append one evaluation, save the file, and tell whether it is the best mean return so far."""
+        is_best = float(np.mean(returns)) > self.best_mean_return
+        self.timesteps.append(timesteps)
+        self.results.append(returns)
+        self.ep_lengths.append(lengths)
+        self.test_accuracies.append(test_accuracies)
+        buffer = io.BytesIO()
+        np.savez(buffer, timesteps=self.timesteps, results=self.results, ep_lengths=self.ep_lengths, test_accuracies=self.test_accuracies)
+        write_bytes(self.path, buffer.getvalue())
+        print(
+            f"eval at {timesteps:,} steps: return {np.mean(returns):.4f}, test accuracy {np.mean(test_accuracies):.4f}"
+            + (" (new best)" if is_best else "")
+        )
+        return is_best
+
+
+class SaveBestCallback(BaseCallback):
+    """Called by the eval callback on a new best: writes ``best_model/best_model.zip`` (+ statistics)."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__()
+        self.folder = folder
+
+    def _on_step(self) -> bool:
+        save_sb3(self.model, self.folder, "best_model.zip", VECNORMALIZE_FILE)
+        return True
+
+
+class DUSEvalCallback(EvalCallback):
+    """SB3's ``EvalCallback`` on fixed seeds, recording test accuracy and writing files atomically.
+
+    The eval env has one env per episode, reseeded with ``eval_seed`` before every evaluation, so
+    episode ``i`` always runs on seed ``eval_seed + i``: evaluations compare policies on the same
+    training instances. ``EvalCallback`` syncs the ``VecNormalize`` statistics itself.
+    """
+
+    def __init__(self, eval_env: VecEnv, log: EvaluationLog, eval_seed: int, eval_freq: int, best_dir: Path) -> None:
+        super().__init__(
+            eval_env,
+            callback_on_new_best=SaveBestCallback(best_dir),
+            n_eval_episodes=eval_env.num_envs,
+            eval_freq=eval_freq,
+            log_path=None,
+            best_model_save_path=None,
+            deterministic=True,
+            verbose=0,
+        )
+        self.log = log
+        self.eval_seed = eval_seed
+        self.best_mean_reward = log.best_mean_return
+        self._episodes: list[tuple[float, int, float]] = []
+
+    def _init_callback(self) -> None:
+        super()._init_callback()
+        # After a resume, keep evaluating at multiples of eval_freq env steps, as an unbroken run would.
+        self.n_calls = self.model.num_timesteps // self.training_env.num_envs
+
+    def _on_step(self) -> bool:
+        due = self.eval_freq > 0 and self.n_calls % self.eval_freq == 0
+        if due:
+            self.eval_env.seed(self.eval_seed)
+            self._episodes = []
+        keep_going = super()._on_step()
+        if due:
+            returns, lengths, accuracies = (list(column) for column in zip(*self._episodes))
+            self.log.add(self.num_timesteps, returns, lengths, accuracies)
+        return keep_going
+
+    def _log_success_callback(self, locals_: dict[str, Any], globals_: dict[str, Any]) -> None:
+        super()._log_success_callback(locals_, globals_)
+        info = locals_["info"]
+        if locals_["done"] and "episode" in info:
+            accuracy = float(info["test_fused_accuracy"])
+            self._episodes.append((float(info["episode"]["r"]), int(info["episode"]["l"]), accuracy))
+            self.logger.record_mean("eval/test_fused_accuracy", accuracy)
+
+
+# -- checkpoints --------------------------------------------------------------------------------------
+
+
+class UpdateCheckpointCallback(CheckpointCallback):
+    """``CheckpointCallback`` that saves between policy updates, atomically, with the statistics.
+
+    A checkpoint is taken at the start of the first rollout at or after every ``save_freq`` env
+    steps, when the weights have learned from exactly ``num_timesteps`` steps; so resuming from it
+    repeats no update and skips no data. ``trained_timesteps`` is that count for the current weights
+    (what a Ctrl-C checkpoint records).
+    """
+
+    def __init__(self, save_freq: int, save_path: Path, start_timesteps: int) -> None:
+        super().__init__(save_freq, str(save_path), name_prefix=CHECKPOINT_PREFIX)
+        self.trained_timesteps = start_timesteps
+        self._next = (start_timesteps // save_freq + 1) * save_freq if save_freq > 0 else None
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_start(self) -> None:
+        self.trained_timesteps = self.num_timesteps
+        if self._next is not None and self.num_timesteps >= self._next:
+            save_sb3_checkpoint(self.model, Path(self.save_path), self.num_timesteps)
+            self._next = (self.num_timesteps // self.save_freq + 1) * self.save_freq
+
+
+def save_sb3(model: BaseAlgorithm, folder: Path, model_name: str, vecnormalize_name: str) -> None:
+    """Model ``.zip`` (and its ``VecNormalize`` statistics, written first) into ``folder``, atomically."""
+    vec_normalize = model.get_vec_normalize_env()
+    if vec_normalize is not None:
+        # VecNormalize pickles without its envs (__getstate__ drops them).
+        write_bytes(folder / vecnormalize_name, pickle.dumps(vec_normalize))
+    buffer = io.BytesIO()
+    model.save(buffer)
+    write_bytes(folder / model_name, buffer.getvalue())
+
+
+def sb3_checkpoint_names(timesteps: int) -> tuple[str, str]:
+    """File names of the model and of its statistics in a checkpoint (SB3's ``CheckpointCallback`` names)."""
+    return f"{CHECKPOINT_PREFIX}_{timesteps}_steps.zip", f"{CHECKPOINT_PREFIX}_vecnormalize_{timesteps}_steps.pkl"
+
+
+def save_sb3_checkpoint(model: BaseAlgorithm, folder: Path, timesteps: int) -> None:
+    save_sb3(model, folder, *sb3_checkpoint_names(timesteps))

@@ -1,0 +1,339 @@
+"""A training run of ``train_agent.py``: its options resolved and checked, its folder, its resumption.
+
+A run lives in one folder (``runs/<algo>_<env-name>_<seed>/`` by default) whose ``config.yml``
+holds everything needed to continue it: :func:`start_run` either checks the options and writes a
+new ``config.yml``, or reads it back and finds the latest checkpoint to resume from. Every check
+happens here, before anything is written or a worker started, and bad input raises
+:class:`UsageError` with a one-line message that says what to change.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import gymnasium as gym
+import yaml
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+import dus_env
+
+from .cli import json_object_argument
+from .reinforce import FINAL_MODEL_FILE as REINFORCE_FINAL_FILE
+from .reinforce import ReinforceConfig
+from .results import package_versions, write_text
+from .sb3_agent import (
+    CONFIG_FILE,
+    RUN_KEYS,
+    check_hyperparam_keys,
+    get_algorithm_class,
+    load_hyperparams,
+    parse_key_values,
+    run_settings,
+    sb3_constructor_kwargs,
+    vec_normalize_kwargs,
+)
+from .sb3_agent import FINAL_MODEL_FILE as SB3_FINAL_FILE
+
+#: Distributions whose versions ``config.yml`` records (with Python's).
+TRAINING_PACKAGES = ("dus_env", "torch", "gymnasium", "stable-baselines3", "sb3-contrib", "numpy")
+_CHECKPOINT_NAME = re.compile(r"^(?:rl_model|reinforce)_(?P<steps>\d+)_steps\.(?:zip|pt)$")
+
+
+class UsageError(Exception):
+    """Bad input: reported in one line, exit code 2."""
+
+
+class RunOptions(Protocol):
+    """The command-line options a run is made from (``train_agent.Args``; see its help for each)."""
+
+    algo: str
+    env: str
+    env_kwargs: list[str]
+    timesteps: int | None
+    n_envs: int | None
+    seed: int
+    hyperparams: list[str]
+    run_dir: str | None
+    tensorboard: str | None
+    eval_freq: int
+    eval_episodes: int
+    eval_seed: int
+    checkpoint_freq: int
+    resume: bool
+
+
+@dataclass
+class Run:
+    """Everything a run is made of once the options, the hyperparameter file and the env are resolved."""
+
+    algo: str
+    env_id: str
+    env_kwargs: dict[str, Any]
+    seed: int
+    hyperparams: dict[str, Any]
+    n_envs: int
+    total_timesteps: int
+    eval_freq: int
+    eval_episodes: int
+    eval_seed: int
+    checkpoint_freq: int
+    run_dir: Path
+    tensorboard_dir: Path
+    env_config: dus_env.EnvConfig
+
+    @property
+    def is_reinforce(self) -> bool:
+        return self.algo == "reinforce"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    @property
+    def best_dir(self) -> Path:
+        return self.run_dir / "best_model"
+
+    @property
+    def eval_seeds(self) -> list[int]:
+        return [self.eval_seed + i for i in range(self.eval_episodes)]
+
+    def make_env(self) -> gym.Env:
+        return gym.make(self.env_id, **self.env_kwargs)
+
+    def to_config(self) -> dict[str, Any]:
+        """What ``config.yml`` holds: enough to rerun or resume, plus provenance."""
+        return _plain({
+            "algo": self.algo,
+            "env_id": self.env_id,
+            "env_kwargs": self.env_kwargs,
+            "seed": self.seed,
+            "total_timesteps": self.total_timesteps,
+            "n_envs": self.n_envs,
+            "hyperparams": self.hyperparams,
+            "eval": {"freq": self.eval_freq, "episodes": self.eval_episodes, "seed": self.eval_seed},
+            "checkpoint_freq": self.checkpoint_freq,
+            # Relative to the run directory when inside it, so that a moved run still resumes.
+            "tensorboard_dir": str(_relative_to(self.tensorboard_dir, self.run_dir)),
+            "env_config": self.env_config.to_dict(),
+            "layout": dus_env.ObservationLayout(self.env_config.task.n_modalities).to_dict(),
+            "versions": training_versions(),
+            "command": sys.argv,
+        })
+
+
+def start_run(options: RunOptions) -> tuple[Run, int | None] | None:
+    """Resolve the run and write its ``config.yml``; also the checkpoint steps to resume from, if any.
+
+    ``None``: a resumed run that already has all its steps (nothing to do).
+    """
+    if not options.resume:
+        run = resolve_run(options)
+        # A config.yml alone is left by a run that failed to start; checkpoints mean there is work to keep.
+        if run.checkpoint_dir.exists() or (run.run_dir / SB3_FINAL_FILE).exists() or (run.run_dir / REINFORCE_FINAL_FILE).exists():
+            raise UsageError(f"{run.run_dir} already holds a run: pass --resume to continue it, or --run-dir for a new one")
+        write_config(run.run_dir, run.to_config())
+        return run, None
+    run, config = resume_run(options)
+    done = latest_checkpoint(run.checkpoint_dir)
+    if done is None:
+        raise UsageError(f"no checkpoint in {run.checkpoint_dir} to resume from: start the run again without --resume")
+    if done >= run.total_timesteps:
+        print(f"{run.run_dir} already has {done:,} of {run.total_timesteps:,} steps: pass a larger --timesteps to continue")
+        return None
+    print(f"resuming {run.run_dir} at {done:,} of {run.total_timesteps:,} steps")
+    config["total_timesteps"] = run.total_timesteps
+    config["hyperparams"]["n_timesteps"] = run.total_timesteps
+    config.setdefault("resumes", []).append({"from_timesteps": done, "command": sys.argv, "versions": training_versions()})
+    write_config(run.run_dir, config)
+    return run, done
+
+
+def resolve_run(options: RunOptions) -> Run:
+    """Check every option and build the :class:`Run`; bad input raises :class:`UsageError`."""
+    algo = canonical_algo(options.algo)
+    env_kwargs = parse_env_kwargs(options.env_kwargs)
+    overrides = parse_key_values(options.hyperparams, "--hyperparams")
+    if options.n_envs is not None:
+        overrides["n_envs"] = options.n_envs
+    if options.timesteps is not None:
+        overrides["n_timesteps"] = options.timesteps
+    hyperparams = load_hyperparams(algo, options.env, overrides)
+    n_envs, total_timesteps = run_settings(hyperparams)
+    hyperparams.update(n_envs=n_envs, n_timesteps=total_timesteps)
+    for name in ("eval_freq", "checkpoint_freq"):
+        if getattr(options, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')}={getattr(options, name)} is invalid: expected 0 (off) or a positive number of steps")
+    if options.eval_episodes < 1:
+        raise UsageError(f"--eval-episodes={options.eval_episodes} is invalid: expected at least 1")
+    env = probe_env(options.env, env_kwargs, options.eval_seed)
+    try:
+        check_algorithm_hyperparams(algo, hyperparams, env)
+    finally:
+        env.close()
+    run_dir = Path(options.run_dir or default_run_dir(algo, options.env, options.seed))
+    return Run(
+        algo=algo,
+        env_id=options.env,
+        env_kwargs=env_kwargs,
+        seed=options.seed,
+        hyperparams=hyperparams,
+        n_envs=n_envs,
+        total_timesteps=total_timesteps,
+        eval_freq=options.eval_freq,
+        eval_episodes=options.eval_episodes,
+        eval_seed=options.eval_seed,
+        checkpoint_freq=options.checkpoint_freq,
+        run_dir=run_dir,
+        tensorboard_dir=Path(options.tensorboard) if options.tensorboard else run_dir / "tb",
+        env_config=env.unwrapped.config,  # type: ignore[attr-defined]
+    )
+
+
+def resume_run(options: RunOptions) -> tuple[Run, dict[str, Any]]:
+    """The :class:`Run` saved in the run directory's ``config.yml`` (``--timesteps`` sets a new total), and that config."""
+    run_dir = Path(options.run_dir or default_run_dir(canonical_algo(options.algo), options.env, options.seed))
+    config_path = run_dir / CONFIG_FILE
+    if not config_path.is_file():
+        raise UsageError(f"nothing to resume in {run_dir}: no {CONFIG_FILE} (pass the run's folder with --run-dir)")
+    try:
+        saved = yaml.safe_load(config_path.read_text())
+        probe = probe_env(saved["env_id"], saved["env_kwargs"], saved["eval"]["seed"])
+        probe.close()
+        hyperparams = dict(saved["hyperparams"])
+        if options.timesteps is not None:
+            hyperparams["n_timesteps"] = options.timesteps
+        run = Run(
+            algo=saved["algo"],
+            env_id=saved["env_id"],
+            env_kwargs=saved["env_kwargs"],
+            seed=saved["seed"],
+            hyperparams=hyperparams,
+            n_envs=saved["n_envs"],
+            total_timesteps=run_settings(hyperparams)[1],
+            eval_freq=saved["eval"]["freq"],
+            eval_episodes=saved["eval"]["episodes"],
+            eval_seed=saved["eval"]["seed"],
+            checkpoint_freq=saved["checkpoint_freq"],
+            run_dir=run_dir,
+            tensorboard_dir=run_dir / saved["tensorboard_dir"],
+            env_config=probe.unwrapped.config,
+        )
+    except (yaml.YAMLError, KeyError, TypeError) as error:
+        raise UsageError(f"{config_path} is damaged or incomplete ({error!r}): start a new run without --resume") from error
+    return run, saved
+
+
+def latest_checkpoint(folder: Path) -> int | None:
+    """Steps ``N`` of the newest checkpoint (``<prefix>_<N>_steps.zip`` or ``.pt``) in ``folder``."""
+    steps = [
+        int(match["steps"])
+        for path in (folder.glob("*_steps.*") if folder.is_dir() else ())
+        if (match := _CHECKPOINT_NAME.match(path.name))
+    ]
+    return max(steps, default=None)
+
+
+def default_run_dir(algo: str, env_id: str, seed: int) -> Path:
+    """``runs/<algo>_<env-name>_<seed>``, e.g. ``runs/ppo_Synthetic-v0_0``."""
+    return Path("runs") / f"{algo}_{env_id.split('/')[-1]}_{seed}"
+
+
+# -- checks -------------------------------------------------------------------------------------------
+
+
+def canonical_algo(name: str) -> str:
+    """``reinforce``, or the lower-case class name of an SB3 algorithm (``PPO`` -> ``ppo``)."""
+    if name.strip().lower() in ("reinforce", "dus-r", "dus_r"):
+        return "reinforce"
+    try:
+        return get_algorithm_class(name).__name__.lower()
+    except ValueError as error:
+        raise UsageError(f"{error}, or reinforce") from error
+
+
+def check_algorithm_hyperparams(algo: str, hyperparams: dict[str, Any], env: gym.Env) -> None:
+    """Refuse keys and values the algorithm would not accept, before anything is written or started.
+
+    SB3 algorithms are constructed once on ``env`` without their networks, which checks the
+    action space (DQN needs discrete actions) and the arguments' names.
+    """
+    if algo == "reinforce":
+        check_hyperparam_keys(hyperparams, RUN_KEYS | ReinforceConfig.field_names(), "reinforce")
+        config = reinforce_config(hyperparams)
+        if config.episodes_per_batch % hyperparams["n_envs"]:
+            raise UsageError(
+                f"episodes_per_batch={config.episodes_per_batch} is not a multiple of n_envs={hyperparams['n_envs']}: change one of them"
+            )
+        return
+    algorithm = get_algorithm_class(algo)
+    kwargs = sb3_constructor_kwargs(algorithm, hyperparams)
+    vec_normalize_kwargs(hyperparams)
+    try:
+        algorithm(env=DummyVecEnv([lambda: env]), _init_setup_model=False, **{**kwargs, "device": "cpu"})
+    except (AssertionError, TypeError, ValueError) as error:
+        raise UsageError(f"cannot use {algorithm.__name__} on {env.spec.id if env.spec else 'this env'}: {error}") from error
+
+
+def reinforce_config(hyperparams: dict[str, Any]) -> ReinforceConfig:
+    """DUS-R's config from the run's hyperparameters (without the run's own keys, ``n_envs`` and ``n_timesteps``)."""
+    values = {k: v for k, v in hyperparams.items() if k not in RUN_KEYS}
+    try:
+        return ReinforceConfig(**values)
+    except (TypeError, ValueError) as error:
+        raise UsageError(f"reinforce hyperparameters are invalid: {error}") from error
+
+
+def parse_env_kwargs(items: list[str]) -> dict[str, Any]:
+    """``--env-kwargs``: one JSON object, or ``key=value`` pairs with YAML values."""
+    values = json_object_argument(items, "--env-kwargs", UsageError)
+    if values is not None:
+        return values
+    return parse_key_values(items, "--env-kwargs")
+
+
+def probe_env(env_id: str, env_kwargs: dict[str, Any], seed: int) -> gym.Env:
+    """Make and reset the env once in this process, so that bad ids and configs fail before training."""
+    if env_id not in gym.registry:
+        raise UsageError(f"unknown env id {env_id!r}: registered DUS envs are {', '.join(dus_env.ENV_IDS)}")
+    try:
+        env = gym.make(env_id, **env_kwargs)
+        if not isinstance(env.unwrapped, dus_env.DUSEnv):
+            raise UsageError(f"{env_id} is not a DUS environment: choose one of {', '.join(dus_env.ENV_IDS)}")
+        env.reset(seed=seed)
+    except (dus_env.ConfigError, dus_env.FeatureFileError, TypeError) as error:
+        raise UsageError(f"cannot make {env_id} with --env-kwargs {env_kwargs or '(none)'}: {error}") from error
+    return env
+
+
+# -- config.yml -----------------------------------------------------------------------------------------
+
+
+def training_versions() -> dict[str, str]:
+    """Python's version and those of :data:`TRAINING_PACKAGES`, recorded at every start and resume."""
+    return {"python": platform.python_version(), **package_versions(TRAINING_PACKAGES)}
+
+
+def write_config(run_dir: Path, config: dict[str, Any]) -> None:
+    """``<run_dir>/config.yml``, atomically, keys in the order given."""
+    write_text(run_dir / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
+
+
+def _relative_to(path: Path, folder: Path) -> Path:
+    try:
+        return path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return path.resolve()
+
+
+def _plain(value: Any) -> Any:
+    """Tuples -> lists, recursively, so that ``yaml.safe_dump`` accepts the value."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,274 @@
+"""Training loops of ``train_agent.py``: SB3 algorithms and DUS-R, with the same files and the same Ctrl-C.
+
+Both loops take a resolved :class:`agents.runs.Run` (and the checkpoint steps to resume from) and
+leave the same run folder: checkpoints between policy updates, ``eval/evaluations.npz``, the best
+policy, the final policy and ``dus/*`` TensorBoard scalars. On Ctrl-C they save a checkpoint of the
+weights as of the last completed update and return ``interrupted=True`` instead of raising, so the
+driver can say how to resume.
+"""
+
+from __future__ import annotations
+
+import io
+import signal
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback, ProgressBarCallback
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
+
+import dus_env
+
+from .base import Agent
+from .callbacks import (
+    DUSEvalCallback,
+    EvaluationLog,
+    InfoScalarsCallback,
+    UpdateCheckpointCallback,
+    record_info_scalars,
+    save_sb3,
+    save_sb3_checkpoint,
+    sb3_checkpoint_names,
+)
+from .export import export_reinforce_policy, export_sb3_policy
+from .reinforce import FINAL_MODEL_FILE as REINFORCE_FINAL_FILE
+from .reinforce import ReinforceAgent, ReinforceUpdate
+from .results import write_bytes
+from .rollout import EpisodeResult, run_episode
+from .runs import Run, UsageError, reinforce_config
+from .sb3_agent import FINAL_MODEL_FILE as SB3_FINAL_FILE
+from .sb3_agent import VECNORMALIZE_FILE, SB3Agent, get_algorithm_class, sb3_constructor_kwargs, vec_normalize_kwargs
+
+#: What a training loop returns: an SB3 model or a DUS-R agent.
+Trained = BaseAlgorithm | ReinforceAgent
+
+REINFORCE_PREFIX = "reinforce"
+REPLAY_BUFFER_FILE = "replay_buffer.pkl"
+
+
+# -- environments -------------------------------------------------------------------------------------
+
+
+def env_factory(env_id: str, env_kwargs: dict[str, Any], in_subprocess: bool) -> Callable[[], gym.Env]:
+    """A function that builds one Monitor-wrapped env; picklable for ``SubprocVecEnv`` workers.
+
+    Each env sets its process's torch threads itself (``EnvConfig.torch_threads``, 1 by default):
+    one thread per worker is fastest for these small models and does not oversubscribe the cores.
+    """
+
+    def make() -> gym.Env:
+        if in_subprocess:
+            # Ctrl-C is the main process's to handle (it saves a checkpoint); a worker that died on
+            # it would take the envs down mid-save.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        import dus_env  # noqa: F401  (registers the ids in a fresh worker process)
+
+        return Monitor(gym.make(env_id, **env_kwargs))
+
+    return make
+
+
+def make_vec_env(run: Run) -> VecEnv:
+    """The training envs: ``SubprocVecEnv`` (forkserver) when more than one, else ``DummyVecEnv``."""
+    if run.n_envs > 1:
+        return SubprocVecEnv([env_factory(run.env_id, run.env_kwargs, True) for _ in range(run.n_envs)], start_method="forkserver")
+    return DummyVecEnv([env_factory(run.env_id, run.env_kwargs, False)])
+
+
+def shutdown(venv: VecEnv, interrupted: bool) -> None:
+    """Close the envs; after an interrupt, stop subprocess workers outright (a pipe may be mid-message)."""
+    base = venv.unwrapped
+    if interrupted and isinstance(base, SubprocVecEnv):
+        for process in base.processes:
+            process.terminate()
+        return
+    venv.close()
+
+
+def evaluate_agent(agent: Agent, run: Run) -> list[EpisodeResult]:
+    """The agent on the evaluation seeds, one episode each, in a fresh env in this process."""
+    env = run.make_env()
+    try:
+        return [run_episode(env, agent, seed, run.env_id) for seed in run.eval_seeds]
+    finally:
+        env.close()
+
+
+# -- training: Stable-Baselines3 ----------------------------------------------------------------------
+
+
+def train_sb3(run: Run, resume_steps: int | None, progress: bool) -> tuple[BaseAlgorithm, bool]:
+    """Train an SB3 algorithm, or continue it from its checkpoint at ``resume_steps``.
+
+    :return: the model and whether Ctrl-C stopped training.
+    """
+    algorithm = get_algorithm_class(run.algo)
+    norm_kwargs = vec_normalize_kwargs(run.hyperparams)
+    venv = make_vec_env(run)
+    if resume_steps is not None:
+        model_name, stats_name = sb3_checkpoint_names(resume_steps)
+        if norm_kwargs is not None:
+            venv = VecNormalize.load(str(run.checkpoint_dir / stats_name), venv)
+        model = algorithm.load(run.checkpoint_dir / model_name, env=venv, device="cpu", tensorboard_log=str(run.tensorboard_dir))
+        # Fresh but reproducible episodes after a resume: the seed moves on with the step count.
+        model.set_random_seed(run.seed + model.num_timesteps)
+        replay_buffer = run.checkpoint_dir / REPLAY_BUFFER_FILE
+        if hasattr(model, "replay_buffer") and replay_buffer.is_file():
+            model.load_replay_buffer(replay_buffer)
+    else:
+        if norm_kwargs is not None:
+            venv = VecNormalize(venv, **norm_kwargs)
+        kwargs = sb3_constructor_kwargs(algorithm, run.hyperparams)
+        kwargs.setdefault("device", "cpu")
+        try:
+            model = algorithm(env=venv, seed=run.seed, tensorboard_log=str(run.tensorboard_dir), verbose=0, **kwargs)
+        except (AssertionError, TypeError, ValueError) as error:
+            venv.close()
+            raise UsageError(f"cannot build {algorithm.__name__} on {run.env_id} with these hyperparameters: {error}") from error
+
+    checkpoints = UpdateCheckpointCallback(run.checkpoint_freq, run.checkpoint_dir, model.num_timesteps)
+    # SB3's own progress bar (tqdm + rich), created here so that an interrupt can close it.
+    progress_bar = ProgressBarCallback() if progress else None
+    callbacks: list[BaseCallback] = [InfoScalarsCallback(), checkpoints, *([progress_bar] if progress_bar else [])]
+    eval_venv: VecEnv | None = None
+    if run.eval_freq > 0:
+        # One env per episode (see DUSEvalCallback); statistics are synced from training, frozen here.
+        eval_venv = DummyVecEnv([env_factory(run.env_id, run.env_kwargs, False) for _ in run.eval_seeds])
+        if norm_kwargs is not None:
+            eval_venv = VecNormalize(eval_venv, training=False, **{**norm_kwargs, "norm_reward": False})
+        log = EvaluationLog(run.run_dir / "eval" / "evaluations.npz")
+        callbacks.append(DUSEvalCallback(eval_venv, log, run.eval_seed, max(run.eval_freq // run.n_envs, 1), run.best_dir))
+    interrupted = False
+    try:
+        model.learn(
+            total_timesteps=run.total_timesteps - model.num_timesteps,
+            callback=callbacks,
+            reset_num_timesteps=False,
+            tb_log_name=algorithm.__name__,
+        )
+    except KeyboardInterrupt:
+        interrupted = True
+        model.num_timesteps = checkpoints.trained_timesteps
+        if progress_bar is not None and hasattr(progress_bar, "pbar"):
+            progress_bar.pbar.close()
+    save_sb3_checkpoint(model, run.checkpoint_dir, model.num_timesteps)
+    if getattr(model, "replay_buffer", None) is not None:
+        buffer = io.BytesIO()
+        model.save_replay_buffer(buffer)
+        write_bytes(run.checkpoint_dir / REPLAY_BUFFER_FILE, buffer.getvalue())
+    if not interrupted:
+        save_sb3(model, run.run_dir, SB3_FINAL_FILE, VECNORMALIZE_FILE)
+    shutdown(venv, interrupted)
+    if eval_venv is not None:
+        eval_venv.close()
+    return model, interrupted
+
+
+# -- training: DUS-R (REINFORCE) ----------------------------------------------------------------------
+
+
+def reinforce_checkpoint(run: Run, timesteps: int) -> Path:
+    return run.checkpoint_dir / f"{REINFORCE_PREFIX}_{timesteps}_steps.pt"
+
+
+def train_reinforce(run: Run, resume_steps: int | None, progress: bool) -> tuple[ReinforceAgent, bool]:
+    """Train DUS-R, or continue it from its checkpoint at ``resume_steps``, with the same outputs as the SB3 path.
+
+    :return: the agent and whether Ctrl-C stopped training.
+    """
+    probe = run.make_env()
+    if resume_steps is not None:
+        agent = ReinforceAgent.load(reinforce_checkpoint(run, resume_steps), probe)
+    else:
+        unwrapped = probe.unwrapped
+        agent = ReinforceAgent(unwrapped.layout, unwrapped.mapping, reinforce_config(run.hyperparams), seed=run.seed)  # type: ignore[attr-defined]
+    probe.close()
+    logger = configure(str(run.tensorboard_dir / "REINFORCE_0"), ["tensorboard"])
+    log = EvaluationLog(run.run_dir / "eval" / "evaluations.npz")
+    next_eval = _next_multiple(agent.num_timesteps, run.eval_freq)
+    next_checkpoint = _next_multiple(agent.num_timesteps, run.checkpoint_freq)
+    remaining = run.total_timesteps - agent.num_timesteps
+    bar = _progress_bar(remaining) if progress else None
+
+    def on_update(agent: ReinforceAgent, update: ReinforceUpdate) -> bool:
+        nonlocal next_eval, next_checkpoint
+        record_info_scalars(logger, update.infos)
+        if bar is not None:
+            bar.update(sum(update.episode_lengths))
+        if next_checkpoint is not None and agent.num_timesteps >= next_checkpoint:
+            agent.save(reinforce_checkpoint(run, agent.num_timesteps))
+            next_checkpoint = _next_multiple(agent.num_timesteps, run.checkpoint_freq)
+        if next_eval is not None and agent.num_timesteps >= next_eval:
+            results = evaluate_agent(agent, run)
+            accuracies = [r.test_accuracy for r in results]
+            logger.record("eval/mean_reward", float(np.mean([r.episode_return for r in results])))
+            logger.record("eval/test_fused_accuracy", float(np.mean(accuracies)))
+            lengths = [len(r.trace) - 1 for r in results]
+            if log.add(agent.num_timesteps, [r.episode_return for r in results], lengths, accuracies):
+                agent.save(run.best_dir / "best_model.pt")
+            next_eval = _next_multiple(agent.num_timesteps, run.eval_freq)
+        return True
+
+    venv = make_vec_env(run)
+    interrupted = False
+    try:
+        agent.train(venv, remaining, callback=on_update, logger=logger)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if bar is not None:
+            bar.close()
+    agent.save(reinforce_checkpoint(run, agent.num_timesteps))
+    if not interrupted:
+        agent.save(run.run_dir / REINFORCE_FINAL_FILE)
+    logger.close()
+    shutdown(venv, interrupted)
+    return agent, interrupted
+
+
+def _next_multiple(done: int, every: int) -> int | None:
+    return (done // every + 1) * every if every > 0 else None
+
+
+def _progress_bar(total: int) -> Any:
+    """The same rich progress bar SB3 shows."""
+    from tqdm import TqdmExperimentalWarning
+    from tqdm.rich import tqdm
+
+    warnings.filterwarnings("ignore", category=TqdmExperimentalWarning)
+    return tqdm(total=total)
+
+
+# -- after training -----------------------------------------------------------------------------------
+
+
+def export_policy(run: Run, trained: Trained) -> Path:
+    """Write ``<run_dir>/exported/``: the deterministic policy for ``dus_env``'s ``DUSSampler``."""
+    metadata = {
+        "algo": run.algo,
+        "env_id": run.env_id,
+        "env_kwargs": run.env_kwargs,
+        "hyperparams": run.hyperparams,
+        "seed": run.seed,
+        "num_timesteps": trained.num_timesteps,
+        "run_dir": str(run.run_dir),
+    }
+    out_dir = run.run_dir / "exported"
+    if isinstance(trained, ReinforceAgent):
+        return export_reinforce_policy(trained, run.env_config, out_dir, metadata)
+    return export_sb3_policy(trained, trained.get_vec_normalize_env(), run.env_config, out_dir, metadata)
+
+
+def as_agent(run: Run, trained: Trained) -> Agent:
+    """The trained policy as an :class:`~agents.base.Agent` (SB3 models with their normalisation statistics)."""
+    if isinstance(trained, ReinforceAgent):
+        return trained
+    layout = dus_env.ObservationLayout(run.env_config.task.n_modalities)
+    mapping = run.env_config.quantity_mapping(layout.n_modalities)
+    return SB3Agent(layout, mapping, trained, trained.get_vec_normalize_env())
