@@ -85,7 +85,7 @@ class Args:
     agents: list[str] = option(["uniform", "random", "heuristic"], "agent specs (see above)", nargs="+", metavar="SPEC")
     envs: list[str] = option(["dus_env/Synthetic-v0"], "env ids (the dus_env/ prefix may be left out)", nargs="+", metavar="ID")
     env_kwargs: dict[str, Any] = option({}, "overrides for gymnasium.make, as one JSON object or key=value pairs "
-                                       "(value read as JSON when it parses; a.b=v sets a nested field)",
+                                       "(values read as YAML; a.b=v sets a nested field)",
                                    nargs="+", metavar="KV")
     seeds: int = option(10, "episodes per agent and env (the same seeds for every agent)", type=int, metavar="N")
     seed_offset: int = option(DEFAULT_SEED_OFFSET, "first seed; keep it above every training seed", type=int, metavar="S")

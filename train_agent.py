@@ -56,7 +56,7 @@ class Args:
 
     algo: str = field(default="ppo", metadata={"help": "ppo, a2c, reinforce (DUS-R), or any SB3 / sb3-contrib algorithm (sac, td3, tqc, trpo, recurrentppo, ...)"})
     env: str = field(default="dus_env/Synthetic-v0", metadata={"help": "Gymnasium id of a DUS environment (dus_env/Synthetic-v0, dus_env/MFeat-v0, ...)"})
-    env_kwargs: list[str] = field(default_factory=list, metadata={"help": "env config overrides for gymnasium.make: a JSON object, or key=value pairs with YAML values (decision_steps=40 'learner={hidden_sizes: [16]}')"})
+    env_kwargs: list[str] = field(default_factory=list, metadata={"help": "env config overrides for gymnasium.make: a JSON object, or key=value pairs with YAML values, dotted keys for nested fields (decision_steps=40 learner.hidden_sizes=[16])"})
     timesteps: int | None = field(default=None, metadata={"help": "total environment steps (default: n_timesteps of the hyperparameter file)"})
     n_envs: int | None = field(default=None, metadata={"help": "parallel training envs, in subprocesses when > 1 (default: n_envs of the hyperparameter file)"})
     seed: int = field(default=0, metadata={"help": "seed of the policy, the training episodes and the exploration"})

@@ -22,8 +22,8 @@ import torch
 from dus_env.registration import ENV_IDS, NAMESPACE
 from dus_env.validation import ConfigError
 
+from . import cli
 from .base import Agent
-from .cli import json_object_argument
 from .rollout import EpisodeResult, run_episode
 from .specs import AgentSpec, AgentSpecError, make_agent, parse_spec, resolve_spec, with_unique_labels
 from .stats import PairedComparison, Summary, paired_comparison, summarize
@@ -204,34 +204,8 @@ def build_env(env_id: str, env_kwargs: Mapping[str, Any]) -> gym.Env:
 
 
 def parse_env_kwargs(items: Sequence[str]) -> dict[str, Any]:
-    """``--env-kwargs`` values: one JSON object, or ``key=value`` pairs.
-
-    Values are read as JSON when they parse (``decision_steps=4``, ``hidden_sizes=[16]``) and kept as
-    text otherwise (``path=my_features.npz``). A dotted key sets a nested field:
-    ``learner.embedding_dim=8`` gives ``{"learner": {"embedding_dim": 8}}``.
-
-    :raises BenchmarkInputError: malformed JSON or an item without ``=``.
-    """
-    values = json_object_argument(items, "--env-kwargs", BenchmarkInputError)
-    if values is not None:
-        return values
-    result: dict[str, Any] = {}
-    for item in items:
-        key, has_value, text = item.partition("=")
-        if not has_value or not key.strip():
-            raise BenchmarkInputError(f"--env-kwargs item {item!r} is invalid: expected key=value or one JSON object")
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            value = text
-        *parents, leaf = key.strip().split(".")
-        target = result
-        for parent in parents:
-            target = target.setdefault(parent, {})
-            if not isinstance(target, dict):
-                raise BenchmarkInputError(f"--env-kwargs item {item!r} sets a field inside {parent!r}, which is not a dict")
-        target[leaf] = value
-    return result
+    """``--env-kwargs`` values (see :mod:`agents.cli`); :class:`BenchmarkInputError` names a bad item."""
+    return cli.parse_env_kwargs(items, BenchmarkInputError)
 
 
 def _pick_baseline(specs: Sequence[AgentSpec], baseline: str | None) -> str:

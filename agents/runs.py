@@ -22,7 +22,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 import dus_env
 
-from .cli import json_object_argument
+from . import cli
 from .reinforce import FINAL_MODEL_FILE as REINFORCE_FINAL_FILE
 from .reinforce import ReinforceConfig
 from .results import package_versions, write_text
@@ -289,11 +289,8 @@ def reinforce_config(hyperparams: dict[str, Any]) -> ReinforceConfig:
 
 
 def parse_env_kwargs(items: list[str]) -> dict[str, Any]:
-    """``--env-kwargs``: one JSON object, or ``key=value`` pairs with YAML values."""
-    values = json_object_argument(items, "--env-kwargs", UsageError)
-    if values is not None:
-        return values
-    return parse_key_values(items, "--env-kwargs")
+    """``--env-kwargs`` values (see :mod:`agents.cli`); :class:`UsageError` names a bad item."""
+    return cli.parse_env_kwargs(items, UsageError)
 
 
 def probe_env(env_id: str, env_kwargs: dict[str, Any], seed: int) -> gym.Env:

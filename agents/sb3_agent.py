@@ -52,7 +52,9 @@ from stable_baselines3.common.vec_env import VecNormalize
 from dus_env.observation import ObservationLayout
 from dus_env.quantities import QuantityMapping
 
+from . import cli
 from .base import Agent
+from .cli import yaml_number
 
 #: rl-baselines3-zoo's names for sb3-contrib algorithms, accepted as well as the class names.
 ALGORITHM_ALIASES = {"ppo_lstm": "recurrentppo", "ppo_mask": "maskableppo"}
@@ -163,34 +165,17 @@ def load_hyperparams(
     if "default" not in entries and env_id not in entries:
         raise HyperparamsError(f"{path} has neither a 'default' entry nor one for {env_id!r}; it has {sorted(entries)}")
     merged = {**entries.get("default", {}), **entries.get(env_id, {}), **dict(overrides or {})}
-    return {key: _yaml_number(value) for key, value in merged.items()}
+    return {key: yaml_number(value) for key, value in merged.items()}
 
 
 def parse_key_values(pairs: Sequence[str], what: str = "--hyperparams") -> dict[str, Any]:
     """``["n_steps=64", "policy_kwargs={net_arch: [32]}"]`` -> ``{"n_steps": 64, ...}``; values are YAML.
 
-    :param pairs: ``key=value`` strings.
-    :param what: where they come from, for the error message.
     :raises HyperparamsError: an item without ``=`` or with a value that is not valid YAML.
     """
-    values: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or not key.strip():
-            raise HyperparamsError(f"{what} item {pair!r} is invalid: expected key=value, e.g. learning_rate=3e-4")
-        try:
-            values[key.strip()] = _yaml_number(yaml.safe_load(text)) if text.strip() else None
-        except yaml.YAMLError as error:
-            raise HyperparamsError(f"{what} value of {key.strip()!r} is not valid YAML: {text!r}") from error
-    return values
+    return cli.parse_key_values(pairs, what, HyperparamsError, example="learning_rate=3e-4")
 
 
-_SCIENTIFIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
-
-
-def _yaml_number(value: Any) -> Any:
-    """``"3e-4"`` -> ``3e-4``: YAML 1.1 (PyYAML) reads exponents without a dot as strings."""
-    return float(value) if isinstance(value, str) and _SCIENTIFIC.match(value) else value
 
 
 def check_hyperparam_keys(hyperparams: Mapping[str, Any], accepted: set[str] | frozenset[str], owner: str) -> None:

@@ -22,7 +22,7 @@ import dus_env
 from agents.callbacks import EvaluationLog, record_info_scalars
 from agents.reinforce import ReinforceAgent
 from agents.runs import UsageError, latest_checkpoint, parse_env_kwargs, resolve_run
-from agents.sb3_agent import HyperparamsError, SB3Agent
+from agents.sb3_agent import SB3Agent
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -71,8 +71,11 @@ def test_env_kwargs_accept_json_or_key_values() -> None:
     assert parse_env_kwargs(["decision_steps=4", "gap_penalty=0.5"]) == {"decision_steps": 4, "gap_penalty": 0.5}
     with pytest.raises(UsageError, match="not valid JSON"):
         parse_env_kwargs(["{decision_steps: 4"])
-    with pytest.raises(HyperparamsError, match="expected key=value"):
+    with pytest.raises(UsageError, match="expected key=value"):
         parse_env_kwargs(["decision_steps"])
+    # the same syntax as evaluate.py: YAML values, dotted keys for nested fields
+    assert parse_env_kwargs(["learner.hidden_sizes=[16]", "lr=3e-4", "path=my file.npz"]) == {
+        "learner": {"hidden_sizes": [16]}, "lr": 3e-4, "path": "my file.npz"}
 
 
 @pytest.mark.parametrize(
