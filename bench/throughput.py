@@ -48,7 +48,8 @@ def steps_per_second_subproc(env_id: str, env_kwargs: dict, seconds: float, n_en
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import SubprocVecEnv
 
-    vec = make_vec_env(f"dus_env:{env_id}", n_envs=n_envs, seed=0, env_kwargs=env_kwargs,
+    # render_mode=None: make_vec_env would otherwise ask for "rgb_array" and log a warning
+    vec = make_vec_env(f"dus_env:{env_id}", n_envs=n_envs, seed=0, env_kwargs={"render_mode": None, **env_kwargs},
                        vec_env_cls=SubprocVecEnv, vec_env_kwargs={"start_method": "forkserver"})
     try:
         actions = np.zeros((n_envs, *vec.action_space.shape), dtype=np.float32)

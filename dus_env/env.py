@@ -135,7 +135,7 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
         self._step_index += 1
         self._quantities = quantities
         self._history.append(quantities.tolist())
-        self._loss = float(record.losses.mean(dtype=np.float64))
+        self._loss = math.fsum(record.losses.tolist()) / len(record.losses)
         if not math.isfinite(self._loss):
             self._done = True
             info = self._step_info(-self.config.divergence_penalty, 0.0, diverged=True)
@@ -161,7 +161,7 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
         fmt = lambda values: "[" + ", ".join(f"{v:.3f}" for v in values) + "]"  # noqa: E731
         return (
             f"step {self._step_index}/{self.config.decision_steps} | n={self._quantities.tolist()} | "
-            f"ŝ={fmt(self.monitor.cumulative)} | val fused {self._val.fused_balanced_accuracy:.3f} "
+            f"ŝ={fmt(self.monitor.cumulative_values)} | val fused {self._val.fused_balanced_accuracy:.3f} "
             f"per-modality {fmt(self._val.modality_balanced_accuracies)} | loss {self._loss:.3f}"
         )
 
@@ -206,7 +206,7 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
             "quantities": self._quantities.tolist(),
             "val_fused_accuracy": self._val.fused_balanced_accuracy,
             "val_modality_accuracies": list(self._val.modality_balanced_accuracies),
-            "cumulative_scores": self.monitor.cumulative.tolist(),
+            "cumulative_scores": list(self.monitor.cumulative_values),
             "train_loss": self._loss,
             "reward_accuracy_gain": accuracy_gain,
             "reward_gap_penalty": gap_penalty,

@@ -8,9 +8,9 @@ and its running mean, the cumulative score::
 
     ŝ_1^j = s_1^j,    ŝ_t^j = ((t-1)/t) * ŝ_{t-1}^j + (1/t) * s_t^j
 
-The recursion is the mean of ``s_1 .. s_t``; the monitor keeps the running sum (in float64) and
-divides, which gives the same numbers and lets a whole decision step's iterations be folded in
-with one operation. The discrepancy between modalities is read from the ``ŝ^j`` side by side; the
+The recursion is the mean of ``s_1 .. s_t``; the monitor keeps the running sum (in double
+precision) and divides, which gives the same numbers and lets a whole decision step's iterations
+be folded in at once. The discrepancy between modalities is read from the ``ŝ^j`` side by side; the
 monitor derives the two forms the observation uses. This module is shared by the environment
 and by ``DUSSampler``, so a policy sees the same numbers in training and in a user's own loop.
 """
@@ -40,24 +40,32 @@ def modality_score(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 class DiscrepancyMonitor:
     """Keeps ``ŝ_t^j`` and ``s_t^j`` for ``M`` modalities; reset at the start of each episode.
 
-    State is a few float64 numpy numbers: it changes once per decision (a batch of iterations at
-    a time), and the observation is built from it in numpy.
+    The state is a few Python floats: it changes once per decision, for a handful of modalities,
+    right after the training loop, where every numpy or torch call costs several microseconds.
+    ``cumulative`` and ``last`` give numpy copies; the ``*_values`` lists are the raw state.
     """
 
     def __init__(self, n_modalities: int) -> None:
         if n_modalities < 1:
             raise ValueError(f"n_modalities={n_modalities} is invalid: need at least one modality")
         self.n_modalities = n_modalities
-        self._total = np.zeros(n_modalities)
-        self.cumulative = np.zeros(n_modalities)
-        self.last = np.zeros(n_modalities)
-        self.iterations = 0
+        self.reset()
 
     def reset(self) -> None:
-        self._total[:] = 0.0
-        self.cumulative[:] = 0.0
-        self.last[:] = 0.0
+        self._total = [0.0] * self.n_modalities
+        self.cumulative_values = [0.0] * self.n_modalities
+        self.last_values = [0.0] * self.n_modalities
         self.iterations = 0
+
+    @property
+    def cumulative(self) -> np.ndarray:
+        """ŝ_t^j per modality (float64)."""
+        return np.array(self.cumulative_values)
+
+    @property
+    def last(self) -> np.ndarray:
+        """s_t^j of the last iteration per modality (float64)."""
+        return np.array(self.last_values)
 
     def update(self, scores: torch.Tensor | np.ndarray) -> None:
         """Fold in one iteration's scores ``s_t`` (shape ``[M]``, each in ``[0, 1]``)."""
@@ -66,24 +74,28 @@ class DiscrepancyMonitor:
 
     def update_many(self, scores: torch.Tensor | np.ndarray) -> None:
         """Fold in consecutive iterations' scores, shape ``[K, M]``, oldest first."""
-        values = np.asarray(scores, dtype=np.float64)
-        if values.ndim != 2 or values.shape[1] != self.n_modalities:
+        rows = scores.tolist()
+        if not rows or not isinstance(rows[0], list) or any(len(row) != self.n_modalities for row in rows):
             raise ValueError(
-                f"scores have shape {tuple(values.shape)}, expected ({self.n_modalities},) or "
+                f"scores have shape {tuple(np.shape(scores))}, expected ({self.n_modalities},) or "
                 f"(iterations, {self.n_modalities}): one score per modality"
             )
-        self._total += values.sum(axis=0)
-        self.iterations += values.shape[0]
-        np.divide(self._total, self.iterations, out=self.cumulative)
-        self.last[:] = values[-1]
+        total = self._total
+        for row in rows:
+            for j, value in enumerate(row):
+                total[j] += value
+        self.iterations += len(rows)
+        self.cumulative_values = [value / self.iterations for value in total]
+        self.last_values = [float(value) for value in rows[-1]]
 
-    def relative_gap(self) -> np.ndarray:
+    def relative_gap(self) -> list[float]:
         """``ŝ^j - mean_k ŝ^k``: below zero for a modality that lags behind the others."""
-        return self.cumulative - self.cumulative.mean()
+        mean = sum(self.cumulative_values) / self.n_modalities
+        return [value - mean for value in self.cumulative_values]
 
-    def ratio_to_best(self) -> np.ndarray:
+    def ratio_to_best(self) -> list[float]:
         """``ŝ^j / max_k ŝ^k`` in ``[0, 1]`` (1 for the leading modality; 1 for all before any update)."""
-        best = self.cumulative.max()
+        best = max(self.cumulative_values)
         if best <= 0:
-            return np.ones_like(self.cumulative)
-        return self.cumulative / best
+            return [1.0] * self.n_modalities
+        return [value / best for value in self.cumulative_values]

@@ -85,22 +85,24 @@ class TrainingStatus:
     n_classes: int
 
 
-def _shares(status: TrainingStatus) -> np.ndarray:
-    quantities = np.asarray(status.quantities, dtype=np.float64)
-    return quantities / quantities.sum()
+def _shares(status: TrainingStatus) -> list[float]:
+    total = float(sum(status.quantities))
+    return [float(q) / total for q in status.quantities]
 
 
-#: How each slot's value is read from a :class:`TrainingStatus` (before clipping to its range).
-SLOT_VALUES: dict[str, Callable[[TrainingStatus], Any]] = {
-    "cumulative_score": lambda status: status.monitor.cumulative,
-    "last_score": lambda status: status.monitor.last,
+#: How each slot's values are read from a :class:`TrainingStatus`, as Python floats (before
+#: clipping to the slot's range). Plain floats: a handful of numbers per decision, for which
+#: numpy's per-call overhead would cost more than the arithmetic.
+SLOT_VALUES: dict[str, Callable[[TrainingStatus], list[float]]] = {
+    "cumulative_score": lambda status: status.monitor.cumulative_values,
+    "last_score": lambda status: status.monitor.last_values,
     "score_gap": lambda status: status.monitor.relative_gap(),
     "score_ratio": lambda status: status.monitor.ratio_to_best(),
-    "val_modality_accuracy": lambda status: status.val_modality_accuracy,
-    "val_fused_accuracy": lambda status: status.val_fused_accuracy,
+    "val_modality_accuracy": lambda status: [float(v) for v in status.val_modality_accuracy],
+    "val_fused_accuracy": lambda status: [float(status.val_fused_accuracy)],
     "last_share": _shares,
-    "progress": lambda status: status.progress,
-    "train_loss": lambda status: status.train_loss / math.log(status.n_classes),
+    "progress": lambda status: [float(status.progress)],
+    "train_loss": lambda status: [status.train_loss / math.log(status.n_classes)],
 }
 
 
@@ -173,17 +175,17 @@ class ObservationLayout:
         monitor = status.monitor
         if monitor.n_modalities != self.n_modalities:
             raise ValueError(f"monitor tracks {monitor.n_modalities} modalities, layout expects {self.n_modalities}")
-        # Written slot by slot into one float64 vector, then clipped and cast once: this runs every
-        # decision step, and each separate small numpy array would add its own overhead.
-        raw = np.empty(self.size)
-        for name, where in self._slices:
-            raw[where] = SLOT_VALUES[name](status)
+        values: list[float] = []
+        for name in self._names:
+            values += SLOT_VALUES[name](status)
+        if len(values) != self.size:
+            raise ValueError(f"status gives {len(values)} observation values, layout v{self.version} expects {self.size}")
         low, high = self._bounds
-        return np.clip(raw, low, high, out=raw).astype(np.float32)
+        return np.clip(np.array(values), low, high).astype(np.float32)
 
     @cached_property
-    def _slices(self) -> tuple[tuple[str, slice], ...]:
-        return tuple((slot.name, self.index(slot.name)) for slot in self.slots)
+    def _names(self) -> tuple[str, ...]:
+        return tuple(slot.name for slot in self.slots)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready description, saved with exported policies and printed in the docs."""

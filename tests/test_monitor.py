@@ -26,8 +26,8 @@ def test_cumulative_score_matches_hand_computation() -> None:
     assert monitor.cumulative.tolist() == pytest.approx(s_hat, abs=1e-7)
     assert monitor.cumulative.tolist() == pytest.approx([0.5, 0.2], abs=1e-7)  # the running mean
     assert monitor.last.tolist() == pytest.approx([0.8, 0.4], abs=1e-7)
-    assert monitor.relative_gap().tolist() == pytest.approx([0.15, -0.15], abs=1e-7)
-    assert monitor.ratio_to_best().tolist() == pytest.approx([1.0, 0.4], abs=1e-7)
+    assert monitor.relative_gap() == pytest.approx([0.15, -0.15], abs=1e-7)
+    assert monitor.ratio_to_best() == pytest.approx([1.0, 0.4], abs=1e-7)
 
 
 def test_update_many_equals_one_at_a_time() -> None:
@@ -46,6 +46,6 @@ def test_reset_clears_and_shape_is_checked() -> None:
     monitor.update(torch.tensor([0.3, 0.2, 0.1]))
     monitor.reset()
     assert monitor.iterations == 0 and monitor.cumulative.sum() == 0
-    assert monitor.ratio_to_best().tolist() == [1.0, 1.0, 1.0]
+    assert monitor.ratio_to_best() == [1.0, 1.0, 1.0]
     with pytest.raises(ValueError, match="one score per modality"):
         monitor.update(torch.tensor([0.1, 0.2]))
