@@ -63,6 +63,7 @@ def main() -> None:
     handle, temporary = tempfile.mkstemp(suffix=".png", dir=args.out.parent)
     os.close(handle)
     figure.savefig(temporary, dpi=110)
+    os.chmod(temporary, 0o644)  # mkstemp makes it private; a figure is meant to be shared
     os.replace(temporary, args.out)
     print(f"wrote {args.out} ({len(args.runs)} runs, scalars: {', '.join(tags)})")
 
