@@ -13,7 +13,7 @@ from typing import Any
 from .learners import LearnerConfig
 from .quantities import BUDGET_MODES, QuantityMapping
 from .tasks import TaskConfig, SyntheticTaskConfig, task_config_from_dict
-from .validation import ConfigError, check_choice, check_float, check_int, fail
+from .validation import ConfigError, check_choice, check_fields, check_float, check_int, fail
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,7 @@ class EnvConfig:
         if isinstance(self.task, dict):
             object.__setattr__(self, "task", task_config_from_dict(self.task))
         if isinstance(self.learner, dict):
+            check_fields("LearnerConfig", self.learner, _LEARNER_FIELDS)
             object.__setattr__(self, "learner", LearnerConfig(**self.learner))
         check_int(owner, "base_batch_size", self.base_batch_size, 1, 1_000_000)
         check_int(owner, "min_quantity", self.min_quantity, 1, self.base_batch_size)
@@ -75,10 +76,7 @@ class EnvConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (for YAML/JSON); ``EnvConfig(**d)`` rebuilds the same config."""
-        values = dataclasses.asdict(self)
-        values["task"] = {k: v for k, v in values["task"].items()}
-        values["learner"].pop("shared_head", None)
-        return values
+        return dataclasses.asdict(self)
 
 
 _ENV_FIELDS = {f.name for f in dataclasses.fields(EnvConfig)} - {"task", "learner"}
@@ -117,6 +115,7 @@ def resolve_config(base: EnvConfig, overrides: dict[str, Any]) -> EnvConfig:
         kind = task_values.get("kind", base.task.kind)
         start = {} if kind != base.task.kind else {k: v for k, v in _init_values(base.task).items()}
         task = task_config_from_dict({**start, **task_values, "kind": kind})
+    check_fields("LearnerConfig", learner_values, _LEARNER_FIELDS)
     learner = dataclasses.replace(base.learner, **learner_values) if learner_values else base.learner
     return dataclasses.replace(base, task=task, learner=learner, **env_values)
 

@@ -46,7 +46,8 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
     ``V_t`` the balanced accuracy (macro recall) of the fused prediction on the validation split
     and ``G_t`` the gap between the best and worst unimodal balanced validation accuracy. The
     return is therefore ``reward_scale * (U_T - U_0)``. ``info`` reports both parts. A step whose
-    training loss is not finite gets ``-divergence_penalty``, ends the episode and sets
+    training loss or modality scores are not finite gets ``-divergence_penalty`` (reported as
+    ``info["reward_divergence_penalty"]``, the two other parts are 0), ends the episode and sets
     ``info["diverged"] = True``; its observation is the previous one.
 
     **Info.** Every step: ``quantities``, ``val_fused_accuracy``, ``val_modality_accuracies``,
@@ -131,16 +132,18 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
         for _ in range(self.config.iterations_per_step):
             self._learner.train_iteration(quantities)
         record = self._learner.collect()
-        self.monitor.update_many(record.scores)
         self._step_index += 1
         self._quantities = quantities
         self._history.append(quantities.tolist())
         self._loss = math.fsum(record.losses.tolist()) / len(record.losses)
-        if not math.isfinite(self._loss):
+        if not math.isfinite(self._loss) or not np.isfinite(record.scores).all():
+            # Diverged: the monitor keeps its last finite state, the observation stays the previous one.
             self._done = True
-            info = self._step_info(-self.config.divergence_penalty, 0.0, diverged=True)
+            info = self._step_info(0.0, 0.0, diverged=True)
+            info["reward_divergence_penalty"] = -self.config.divergence_penalty
             info.update(self._final_info())
             return self._observation.copy(), -self.config.divergence_penalty, True, False, info
+        self.monitor.update_many(record.scores)
         previous = self._val
         self._val = self._validate(self._model)
         accuracy_gain, gap_penalty = self._reward_parts(previous, self._val)

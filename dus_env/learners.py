@@ -14,7 +14,7 @@ the iterations since the last one, computed from the logits those iterations alr
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from .models import MultimodalModel
 from .monitor import true_class_probability
 from .tasks import Task
-from .validation import check_choice, check_float, check_int
+from .validation import as_tuple, check_choice, check_float, check_int
 
 LEARNER_KINDS = ("joint", "alternating")
 OPTIMIZERS = ("adam", "sgd")
@@ -50,12 +50,11 @@ class LearnerConfig:
     lr: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 0.0
-    shared_head: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
         check_choice(owner, "kind", self.kind, LEARNER_KINDS)
-        hidden = (self.hidden_sizes,) if isinstance(self.hidden_sizes, int) else tuple(self.hidden_sizes)
+        hidden = as_tuple(owner, "hidden_sizes", self.hidden_sizes)
         object.__setattr__(self, "hidden_sizes", hidden)
         for width in hidden:
             check_int(owner, "hidden_sizes", width, 1, 65_536)
@@ -64,7 +63,11 @@ class LearnerConfig:
         check_float(owner, "lr", self.lr, 0.0, low_open=True)
         check_float(owner, "momentum", self.momentum, 0.0, 1.0, high_open=True)
         check_float(owner, "weight_decay", self.weight_decay, 0.0)
-        object.__setattr__(self, "shared_head", self.kind == "alternating")
+
+    @property
+    def shared_head(self) -> bool:
+        """MLA-style alternating training updates every modality through one shared head."""
+        return self.kind == "alternating"
 
 
 class IndexStream:

@@ -17,6 +17,8 @@ and by ``DUSSampler``, so a policy sees the same numbers in training and in a us
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -79,6 +81,10 @@ class DiscrepancyMonitor:
             raise ValueError(
                 f"scores have shape {tuple(np.shape(scores))}, expected ({self.n_modalities},) or "
                 f"(iterations, {self.n_modalities}): one score per modality"
+            )
+        if not all(math.isfinite(value) for row in rows for value in row):
+            raise ValueError(
+                f"modality scores {rows} hold NaN or inf: the logits they come from are not finite (training diverged?)"
             )
         total = self._total
         for row in rows:

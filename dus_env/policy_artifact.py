@@ -220,13 +220,28 @@ class PolicyArtifact:
         self.backend = backend
         self.metadata = read_metadata(self.path)
         self.layout = ObservationLayout.from_dict(self.metadata["observation_layout"])
-        values = self.metadata["action_mapping"]
-        self.mapping = QuantityMapping(**values)
-        if self.mapping.n_modalities != self.layout.n_modalities:
-            raise ArtifactError(f"artifact {self.path}: action mapping and observation layout disagree on the modality count")
-        norm = self.metadata.get("observation_normalization")
-        self.normalization = None if norm is None else ObservationNormalization.from_dict(norm)
+        self.mapping, self.normalization = self._parsed_metadata()
         self._run = self._load_network()
+
+    def _parsed_metadata(self) -> tuple[QuantityMapping, ObservationNormalization | None]:
+        """Mapping and normalisation from the metadata, with every field checked against the layout."""
+        part = "action_mapping"
+        try:
+            mapping = QuantityMapping(**self.metadata["action_mapping"])
+            if mapping.n_modalities != self.layout.n_modalities:
+                raise ValueError("action mapping and observation layout disagree on the modality count")
+            part = "env_config"
+            for key in ("iterations_per_step", "decision_steps"):
+                if int(self.metadata["env_config"][key]) < 1:
+                    raise ValueError(f"{key} must be >= 1")
+            part = "observation_normalization"
+            values = self.metadata.get("observation_normalization")
+            normalization = None if values is None else ObservationNormalization.from_dict(values)
+            if normalization is not None and not normalization.mean.shape == normalization.var.shape == (self.layout.size,):
+                raise ValueError(f"mean and var must have {self.layout.size} values, one per observation slot")
+        except (KeyError, TypeError, ValueError) as error:
+            raise ArtifactError(f"policy artifact {self.path}: {METADATA_FILE} has an invalid {part} ({error!r})") from None
+        return mapping, normalization
 
     @property
     def env_config(self) -> dict[str, Any]:
@@ -299,7 +314,10 @@ def read_metadata(path: Path) -> dict[str, Any]:
     missing = [k for k in ("observation_layout", "action_mapping", "env_config") if k not in metadata]
     if missing:
         raise ArtifactError(f"policy artifact {path}: {METADATA_FILE} lacks {missing}")
-    version = metadata["observation_layout"].get("version") if isinstance(metadata["observation_layout"], dict) else None
-    if version is None:
+    layout = metadata["observation_layout"]
+    if not isinstance(layout, dict) or layout.get("version") is None:
         raise LayoutVersionError(f"policy artifact {path}: no observation layout version in {METADATA_FILE}")
+    n_modalities = layout.get("n_modalities")
+    if isinstance(n_modalities, bool) or not isinstance(n_modalities, int) or n_modalities < 1:
+        raise ArtifactError(f"policy artifact {path}: {METADATA_FILE} has an invalid observation_layout.n_modalities ({n_modalities!r})")
     return metadata

@@ -69,6 +69,8 @@ class DUSSampler:
         self.iterations_per_decision = iterations_per_decision
         self.total_decisions = total_decisions
         self.monitor = DiscrepancyMonitor(mapping.n_modalities)
+        #: The loaded :class:`PolicyArtifact` when built by :meth:`from_artifact` (its metadata, layout).
+        self.artifact: PolicyArtifact | None = None
         self.reset()
 
     # -- construction -----------------------------------------------------------------------------
@@ -194,6 +196,13 @@ class DUSSampler:
                 )
             if modality_logits.shape[1] != self.n_classes:
                 raise ValueError(f"modality {j}: logits have {modality_logits.shape[1]} classes, expected {self.n_classes}")
+            if modality_logits.shape[0] == 0:
+                raise ValueError(f"modality {j}: no samples in this iteration; every modality needs at least one")
+            if int(modality_labels.min()) < 0 or int(modality_labels.max()) >= self.n_classes:
+                raise ValueError(
+                    f"modality {j}: labels out of range [{int(modality_labels.min())}, {int(modality_labels.max())}], "
+                    f"expected class ids in [0, {self.n_classes})"
+                )
             scores[j] = modality_score(modality_logits.detach(), modality_labels)
         self.observe_scores(scores, loss)
 

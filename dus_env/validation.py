@@ -7,6 +7,7 @@ should know what to change without reading the source.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Iterable
 
 
@@ -19,7 +20,7 @@ def fail(owner: str, field: str, value: Any, allowed: str) -> None:
 
 
 def check_int(owner: str, field: str, value: Any, low: int, high: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         fail(owner, field, value, "expected an integer")
     if value < low or (high is not None and value > high):
         fail(owner, field, value, f"allowed range is [{low}, {high if high is not None else 'inf'}]")
@@ -35,7 +36,7 @@ def check_float(
     low_open: bool = False,
     high_open: bool = False,
 ) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         fail(owner, field, value, "expected a finite number")
     below = value <= low if low_open else value < low
     above = value >= high if high_open else value > high
@@ -53,3 +54,30 @@ def check_choice(owner: str, field: str, value: Any, choices: Iterable[str]) -> 
 def check_length(owner: str, field: str, value: tuple, length: int, what: str) -> None:
     if len(value) != length:
         fail(owner, field, value, f"expected {length} values, one per {what}")
+
+
+def as_tuple(owner: str, field: str, value: Any) -> tuple:
+    """A list/tuple field as a tuple; a single number or name becomes a 1-tuple, a string is not split."""
+    if isinstance(value, (str, numbers.Number)):
+        return (value,)
+    try:
+        return tuple(value)
+    except TypeError:
+        fail(owner, field, value, "expected a list of values")
+    raise AssertionError  # unreachable: fail raises
+
+
+def check_fields(owner: str, values: dict[str, Any], allowed: Iterable[str]) -> None:
+    """Unknown keys in a dict of config fields are named, with the accepted ones."""
+    unknown = sorted(set(values) - set(allowed))
+    if unknown:
+        raise ConfigError(f"unknown field(s) {unknown} for {owner}: allowed are {sorted(allowed)}")
+
+
+def check_split_fractions(owner: str, val_fraction: Any, test_fraction: Any) -> None:
+    """Each fraction in (0, 0.5], and together they leave training data in every class."""
+    check_float(owner, "val_fraction", val_fraction, 0.0, 0.5, low_open=True)
+    check_float(owner, "test_fraction", test_fraction, 0.0, 0.5, low_open=True)
+    if val_fraction + test_fraction >= 0.9:
+        fail(owner, "test_fraction", test_fraction,
+             f"val_fraction + test_fraction must stay below 0.9 to leave training data (val_fraction={val_fraction})")

@@ -36,11 +36,22 @@ def test_task_kind_switch_starts_from_that_kinds_defaults() -> None:
         ({"lr": float("nan")}, "LearnerConfig.lr"),
         ({"kind": "early-fusion"}, "LearnerConfig.kind"),
         ({"learner": 3}, "learner=3 is invalid"),
+        ({"learner": {"dropout": 0.1}}, r"unknown field\(s\) \['dropout'\] for LearnerConfig"),
+        ({"hidden_sizes": "64"}, "LearnerConfig.hidden_sizes='64'"),
+        ({"signal_strengths": 0.5}, "signal_strengths.*expected 2 values"),
     ],
 )
 def test_bad_values_are_named(overrides: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         gym.make("dus_env/Synthetic-v0", **overrides)
+
+
+def test_numpy_integers_are_accepted_and_split_fractions_checked_together() -> None:
+    import numpy as np
+
+    assert gym.make("dus_env/Synthetic-v0", data_seed=np.int64(3)).unwrapped.config.task.data_seed == 3
+    with pytest.raises(ConfigError, match="val_fraction \+ test_fraction must stay below 0.9"):
+        gym.make("dus_env/MFeat-v0", val_fraction=0.5, test_fraction=0.5)
 
 
 def test_features_id_without_path_says_what_to_pass() -> None:

@@ -146,7 +146,8 @@ def test_divergence_ends_episode_with_penalty_not_crash(make_tiny_env: MakeEnv) 
         if info["diverged"]:
             break
     assert info["diverged"] is True and terminated is True and reward == -3.0
-    assert "test_fused_accuracy" in info
+    assert info["reward_divergence_penalty"] == -3.0 and info["reward_accuracy_gain"] == 0.0
+    assert all(np.isfinite(info["cumulative_scores"])) and "test_fused_accuracy" in info
 
 
 def test_observation_layout_names_every_slot(make_tiny_env: MakeEnv) -> None:

@@ -123,6 +123,26 @@ def test_corrupt_or_missing_artifact_files_are_named(ppo_artifact, tmp_path: Pat
         PolicyArtifact(ppo_artifact[2], "tflite")
 
 
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda m: m["action_mapping"].pop("max_quantity"), "invalid action_mapping"),
+        (lambda m: m["action_mapping"].update(n_modalities=3), "invalid action_mapping.*disagree"),
+        (lambda m: m["observation_layout"].pop("n_modalities"), "observation_layout.n_modalities"),
+        (lambda m: m["env_config"].pop("iterations_per_step"), "invalid env_config"),
+        (lambda m: m["observation_normalization"].update(var=[1.0, 2.0]), "invalid observation_normalization.*one per observation slot"),
+        (lambda m: m["observation_normalization"].pop("mean"), "invalid observation_normalization"),
+    ],
+)
+def test_damaged_metadata_fields_are_named(ppo_artifact, tmp_path: Path, damage, message: str) -> None:
+    path = copy_artifact(ppo_artifact[2], tmp_path / "damaged")
+    metadata = json.loads((path / "metadata.json").read_text())
+    damage(metadata)
+    (path / "metadata.json").write_text(json.dumps(metadata))
+    with pytest.raises(ArtifactError, match=message):
+        PolicyArtifact(path)
+
+
 def test_exported_agent_plays_the_env_and_checks_modalities(ppo_artifact) -> None:
     env = gym.make("dus_env/Synthetic-v0", **TINY)
     agent = ExportedPolicyAgent.load(ppo_artifact[2], env)
@@ -190,6 +210,9 @@ def test_sampler_observe_scores_logits_like_the_learner() -> None:
         (lambda s: s.observe([torch.zeros(4, 3), torch.zeros(4, 7)], torch.zeros(4, dtype=torch.long)), "7 classes, expected 3"),
         (lambda s: s.observe([torch.zeros(4, 3)] * 2, torch.zeros(4, dtype=torch.long), loss=float("nan")), "diverged"),
         (lambda s: s.set_validation([0.5], 0.5), "1 modality accuracies given, expected 2"),
+        (lambda s: s.observe([torch.zeros(0, 3), torch.zeros(4, 3)], [torch.zeros(0, dtype=torch.long), torch.zeros(4, dtype=torch.long)]), "modality 0: no samples"),
+        (lambda s: s.observe([torch.zeros(4, 3)] * 2, torch.tensor([0, 1, 2, 3])), r"labels out of range \[0, 3\]"),
+        (lambda s: s.observe([torch.full((4, 3), float("nan"))] * 2, torch.zeros(4, dtype=torch.long)), "NaN or inf"),
     ],
 )
 def test_sampler_input_errors_name_the_problem(call, message: str) -> None:

@@ -113,6 +113,8 @@ def _bad_file(tmp_path: Path, **arrays: np.ndarray) -> Path:
         ({"labels": np.array([0.5, 1, 1, 0]), "modality_a": np.zeros((4, 2))}, "integer class ids"),
         ({"labels": np.arange(4) % 2, "modality_a": np.zeros(4)}, "must be 2-D"),
         ({"labels": np.arange(4) % 2, "modality_a": np.zeros((4, 1)), "split": np.array([0, 0, 1, 1])}, "test split empty"),
+        ({"labels": np.array([0, 1, 1, 0]), "modality_a": np.zeros((4, 1)), "n_classes": np.array([2, 3])}, "'n_classes' must be one integer"),
+        ({"labels": np.array([0, 9, 9, 0]), "modality_a": np.zeros((4, 1))}, "10 classes for 4 samples"),
     ],
 )
 def test_features_file_errors_name_the_problem(tmp_path: Path, arrays: dict, message: str) -> None:

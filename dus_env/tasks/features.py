@@ -26,7 +26,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..validation import check_float, check_int, fail
+from ..validation import as_tuple, check_int, check_split_fractions, fail
 from .base import Task, make_task, stratified_split
 
 MODALITY_PREFIX = "modality_"
@@ -61,12 +61,13 @@ class FeaturesTaskConfig:
         if self.path is not None:
             object.__setattr__(self, "path", os.fspath(self.path))
         if self.modalities is not None:
-            modalities = (self.modalities,) if isinstance(self.modalities, str) else tuple(self.modalities)
+            modalities = as_tuple(owner, "modalities", self.modalities)
             if not modalities:
                 fail(owner, "modalities", modalities, "name at least one modality, or pass None for all")
+            if len(set(modalities)) != len(modalities):
+                fail(owner, "modalities", modalities, "each modality may appear once")
             object.__setattr__(self, "modalities", modalities)
-        check_float(owner, "val_fraction", self.val_fraction, 0.0, 0.5, low_open=True)
-        check_float(owner, "test_fraction", self.test_fraction, 0.0, 0.5, low_open=True)
+        check_split_fractions(owner, self.val_fraction, self.test_fraction)
         if self.data_seed is not None:
             check_int(owner, "data_seed", self.data_seed, 0)
 
@@ -120,7 +121,7 @@ def _read_validated(path: str, mtime: int, modalities: tuple[str, ...] | None) -
             raise FeatureFileError(f"features file {path!r} has no modality {name!r} (it has {', '.join(available)})")
     labels = _validated_labels(path, arrays)
     features = tuple(_validated_modality(path, name, arrays[MODALITY_PREFIX + name], len(labels)) for name in names)
-    n_classes = int(arrays["n_classes"]) if "n_classes" in arrays else int(labels.max()) + 1
+    n_classes = _validated_n_classes(path, arrays.get("n_classes"), labels)
     if labels.max() >= n_classes:
         raise FeatureFileError(
             f"features file {path!r}: labels out of range, max label {int(labels.max())} >= n_classes={n_classes}"
@@ -144,6 +145,21 @@ def _validated_labels(path: str, arrays: dict[str, np.ndarray]) -> np.ndarray:
     if labels.min() < 0:
         raise FeatureFileError(f"features file {path!r}: labels out of range, found {int(labels.min())} < 0")
     return labels
+
+
+def _validated_n_classes(path: str, given: np.ndarray | None, labels: np.ndarray) -> int:
+    if given is None:
+        n_classes = int(labels.max()) + 1
+    elif given.shape != () or not np.issubdtype(given.dtype, np.integer):
+        raise FeatureFileError(f"features file {path!r}: 'n_classes' must be one integer, got {given!r}")
+    else:
+        n_classes = int(given)
+    if n_classes > len(labels):
+        raise FeatureFileError(
+            f"features file {path!r}: {n_classes} classes for {len(labels)} samples: class ids must be 0..C-1 "
+            "(sparse ids such as 0, 1000, 2000 would build a head with a class per id)"
+        )
+    return n_classes
 
 
 def _validated_modality(path: str, name: str, x: np.ndarray, n_samples: int) -> np.ndarray:

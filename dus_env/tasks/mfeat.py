@@ -13,7 +13,7 @@ from importlib import resources
 
 import numpy as np
 
-from ..validation import check_float, check_int, fail
+from ..validation import as_tuple, check_int, check_split_fractions, fail
 from .base import Task, make_task, stratified_split
 
 MFEAT_VIEWS = ("fou", "fac", "kar", "pix", "zer", "mor")
@@ -43,7 +43,7 @@ class MFeatTaskConfig:
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
-        views = (self.views,) if isinstance(self.views, str) else tuple(self.views)
+        views = as_tuple(owner, "views", self.views)
         object.__setattr__(self, "views", views)
         if not views:
             fail(owner, "views", views, f"choose at least one of {', '.join(MFEAT_VIEWS)}")
@@ -52,8 +52,7 @@ class MFeatTaskConfig:
                 fail(owner, "views", views, f"unknown view {view!r}; choose from {', '.join(MFEAT_VIEWS)}")
         if len(set(views)) != len(views):
             fail(owner, "views", views, "each view may appear once")
-        check_float(owner, "val_fraction", self.val_fraction, 0.0, 0.5, low_open=True)
-        check_float(owner, "test_fraction", self.test_fraction, 0.0, 0.5, low_open=True)
+        check_split_fractions(owner, self.val_fraction, self.test_fraction)
         if self.data_seed is not None:
             check_int(owner, "data_seed", self.data_seed, 0)
 

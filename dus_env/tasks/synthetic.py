@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..validation import check_float, check_int, check_length, fail
+from ..validation import as_tuple, check_float, check_int, check_length, fail
 from .base import Task, make_task
 
 
@@ -55,8 +55,8 @@ class SyntheticTaskConfig:
         check_int(owner, "n_modalities", self.n_modalities, 1, 16)
         check_int(owner, "n_classes", self.n_classes, 2, 1000)
         check_int(owner, "feature_dim", self.feature_dim, 1, 100_000)
-        object.__setattr__(self, "signal_strengths", tuple(self.signal_strengths))
-        object.__setattr__(self, "corruption_rates", tuple(self.corruption_rates))
+        object.__setattr__(self, "signal_strengths", as_tuple(owner, "signal_strengths", self.signal_strengths))
+        object.__setattr__(self, "corruption_rates", as_tuple(owner, "corruption_rates", self.corruption_rates))
         check_length(owner, "signal_strengths", self.signal_strengths, self.n_modalities, "modality")
         check_length(owner, "corruption_rates", self.corruption_rates, self.n_modalities, "modality")
         for value in self.signal_strengths:
