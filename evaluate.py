@@ -61,6 +61,7 @@ from agents.benchmark import (
     summarize_env,
     summary_row,
 )
+from agents.cli import merge_nested
 from agents.plots import plot_final_accuracy, plot_trajectories
 from agents.results import environment_versions, episode_row, trace_rows, write_csv, write_json, write_text
 from agents.rollout import EpisodeResult
@@ -103,7 +104,11 @@ SUITE_KEYS = ("description", "agents", "envs", "env_kwargs", "seeds", "seed_offs
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
-    """Command line -> :class:`Args`: explicit options win over the suite's values, which win over defaults."""
+    """Command line -> :class:`Args`: explicit options win over the suite's values, which win over defaults.
+
+    ``--env-kwargs`` is merged into the suite's ``env_kwargs`` key by key, nested fields included
+    (:func:`agents.cli.merge_nested`); every other option replaces the suite's value.
+    """
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=argparse.SUPPRESS
     )
@@ -118,9 +123,9 @@ def parse_args(argv: list[str] | None = None) -> Args:
         values.update(load_suite(Path(given.get("suites_file", SUITES_FILE)), given["suite"]))
     cli_kwargs = parse_env_kwargs(given.pop("env_kwargs", []))
     values.update(given)
-    values["env_kwargs"] = {**values.get("env_kwargs", {}), **cli_kwargs}
     values.pop("description", None)
     _check_types(values)
+    values["env_kwargs"] = merge_nested(values.get("env_kwargs", {}), cli_kwargs)
     return Args(**values)
 
 
@@ -131,7 +136,7 @@ def _check_types(values: dict[str, Any]) -> None:
             continue
         value, kind = values[spec.name], spec.metadata["argparse"].get("type", str)
         if spec.metadata["argparse"].get("nargs"):
-            ok = spec.name == "env_kwargs" and isinstance(value, dict) or (
+            ok = isinstance(value, dict) if spec.name == "env_kwargs" else (
                 isinstance(value, list) and all(isinstance(item, str) for item in value))
         elif spec.metadata["argparse"].get("action") == "store_true":
             ok = isinstance(value, bool)
@@ -147,11 +152,25 @@ def load_suite(path: Path, name: str) -> dict[str, Any]:
     """The options of suite ``name`` in the YAML file ``path`` (a mapping of suite name -> options)."""
     if not path.is_file():
         raise BenchmarkInputError(f"suites file {path} does not exist")
-    suites = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        suites = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise BenchmarkInputError(f"suites file {path} is not UTF-8 text (byte {exc.start}): is it the right file?") from exc
+    except yaml.YAMLError as exc:
+        # PyYAML's message spans several lines (it quotes the source): keep its position and its reason.
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise BenchmarkInputError(f"suites file {path} is not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from exc
+    if not isinstance(suites, dict):
+        raise BenchmarkInputError(f"suites file {path} must map suite names to their options, not be a {type(suites).__name__}")
     if name not in suites:
-        raise BenchmarkInputError(f"unknown suite {name!r} in {path}: available are {', '.join(suites)}")
-    suite = dict(suites[name])
-    unknown = sorted(set(suite) - set(SUITE_KEYS))
+        raise BenchmarkInputError(f"unknown suite {name!r} in {path}: available are {', '.join(map(str, suites))}")
+    suite = suites[name]
+    if not isinstance(suite, dict):
+        raise BenchmarkInputError(
+            f"suite {name!r} in {path} must be a mapping of options ({', '.join(SUITE_KEYS)}), not {suite!r}"
+        )
+    unknown = sorted(str(key) for key in set(suite) - set(SUITE_KEYS))
     if unknown:
         raise BenchmarkInputError(f"suite {name!r} in {path} has unknown keys {unknown}: allowed are {list(SUITE_KEYS)}")
     return suite

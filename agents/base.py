@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 
 import numpy as np
 
@@ -32,3 +33,15 @@ class Agent(ABC):
     @abstractmethod
     def act(self, observation: np.ndarray) -> np.ndarray:
         """The action for one observation (float32, shape ``[M]``)."""
+
+
+def check_modalities(trained: int, env: int, policy: str | Path) -> None:
+    """Refuse a saved policy trained on ``trained`` modalities for an env with ``env`` (every loader's check).
+
+    :raises ValueError: the counts differ; the message says what to do instead.
+    """
+    if trained != env:
+        raise ValueError(
+            f"policy {policy} was trained on {trained} modalities, the env has {env}: "
+            "evaluate it on an env with the same number of modalities, or train a policy for this one"
+        )

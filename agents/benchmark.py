@@ -29,8 +29,11 @@ from .specs import AgentSpec, AgentSpecError, make_agent, parse_spec, resolve_sp
 from .stats import PairedComparison, Summary, paired_comparison, summarize
 
 #: Default first evaluation seed. Training seeds its envs from small integers (``--seed 0, 1, 2, ...``,
-#: vectorised envs ``seed + i``; later resets continue each env's own random stream); evaluation seeds
-#: start far above them, so no episode a policy was trained on is used to score it.
+#: vectorised envs ``seed + i``; later resets continue each env's own random stream), and a resumed SB3
+#: run reseeds them from ``2**31`` up (:func:`agents.training.resume_seed`); evaluation seeds start far
+#: above the former and below the latter, so no episode a policy was trained on is used to score it.
+#: (DUS-R draws each episode group's seed uniformly below ``2**31``: it meets a given evaluation seed
+#: only by a chance of one in ``2**31`` per group.)
 DEFAULT_SEED_OFFSET = 10_000
 CONFIDENCE = 0.95
 ALPHA = 0.05
@@ -348,8 +351,8 @@ def env_tables(env_id: str, summaries: Sequence[AgentSummary], plan: BenchmarkPl
             s.agent,
             f"{versus.mean_diff:+.2f}",
             _interval(versus.ci_low, versus.ci_high, 2, signed=True),
-            _pvalue(versus.t_pvalue),
-            "—" if versus.wilcoxon_pvalue is None else _pvalue(versus.wilcoxon_pvalue),
+            format_pvalue(versus.t_pvalue),
+            format_pvalue(versus.wilcoxon_pvalue),
             "*" if versus.significant(ALPHA) else "",
         ])
     return [metrics, paired] if paired.rows else [metrics]
@@ -403,7 +406,8 @@ def _interval(low: float, high: float, digits: int, signed: bool = False) -> str
     return f"[{low:{sign}.{digits}f}, {high:{sign}.{digits}f}]"
 
 
-def _pvalue(p: float) -> str:
-    if math.isnan(p):
+def format_pvalue(p: float | None) -> str:
+    """A p-value as the tables show it (here and in ``tools/summary_to_markdown.py``): ``—`` when absent or NaN."""
+    if p is None or math.isnan(p):
         return "—"
     return "<0.001" if p < 0.001 else f"{p:.3f}"

@@ -26,10 +26,7 @@ from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import VecEnv
 
 from .results import write_bytes
-from .sb3_agent import VECNORMALIZE_FILE
-
-#: Checkpoints are ``rl_model_<N>_steps.zip`` (+ ``rl_model_vecnormalize_<N>_steps.pkl``), SB3's names.
-CHECKPOINT_PREFIX = "rl_model"
+from .run_files import SB3_CHECKPOINT_PREFIX, VECNORMALIZE_FILE
 
 
 # -- TensorBoard: the environment's own quantities -------------------------------------------------------
@@ -186,9 +183,9 @@ class UpdateCheckpointCallback(CheckpointCallback):
     """
 
     def __init__(self, save_freq: int, save_path: Path, start_timesteps: int) -> None:
-        super().__init__(save_freq, str(save_path), name_prefix=CHECKPOINT_PREFIX)
+        super().__init__(save_freq, str(save_path), name_prefix=SB3_CHECKPOINT_PREFIX)
         self.trained_timesteps = start_timesteps
-        self._next = (start_timesteps // save_freq + 1) * save_freq if save_freq > 0 else None
+        self._next = next_multiple(start_timesteps, save_freq)
 
     def _on_step(self) -> bool:
         return True
@@ -197,7 +194,12 @@ class UpdateCheckpointCallback(CheckpointCallback):
         self.trained_timesteps = self.num_timesteps
         if self._next is not None and self.num_timesteps >= self._next:
             save_sb3_checkpoint(self.model, Path(self.save_path), self.num_timesteps)
-            self._next = (self.num_timesteps // self.save_freq + 1) * self.save_freq
+            self._next = next_multiple(self.num_timesteps, self.save_freq)
+
+
+def next_multiple(done: int, every: int) -> int | None:
+    """The first multiple of ``every`` above ``done`` steps: when the next checkpoint or evaluation is due (``None``: off)."""
+    return (done // every + 1) * every if every > 0 else None
 
 
 def save_sb3(model: BaseAlgorithm, folder: Path, model_name: str, vecnormalize_name: str) -> None:
@@ -213,7 +215,7 @@ def save_sb3(model: BaseAlgorithm, folder: Path, model_name: str, vecnormalize_n
 
 def sb3_checkpoint_names(timesteps: int) -> tuple[str, str]:
     """File names of the model and of its statistics in a checkpoint (SB3's ``CheckpointCallback`` names)."""
-    return f"{CHECKPOINT_PREFIX}_{timesteps}_steps.zip", f"{CHECKPOINT_PREFIX}_vecnormalize_{timesteps}_steps.pkl"
+    return f"{SB3_CHECKPOINT_PREFIX}_{timesteps}_steps.zip", f"{SB3_CHECKPOINT_PREFIX}_vecnormalize_{timesteps}_steps.pkl"
 
 
 def save_sb3_checkpoint(model: BaseAlgorithm, folder: Path, timesteps: int) -> None:

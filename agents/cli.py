@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import yaml
 
@@ -64,6 +64,21 @@ def parse_key_values(items: Sequence[str], option: str, error: type[Exception], 
                 raise error(f"{option} item {item!r} sets a field inside {parent!r}, which is not a dict")
         target[leaf] = value
     return result
+
+
+def merge_nested(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``overrides`` over ``base`` key by key, at every level: where both hold a dict they merge, else the override wins.
+
+    So ``learner.lr=0.01`` on the command line changes the learning rate of a suite's
+    ``learner: {hidden_sizes: [16]}`` and keeps its hidden sizes. Neither argument is modified.
+    """
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge_nested(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def parse_env_kwargs(items: Sequence[str], error: type[Exception]) -> dict[str, Any]:

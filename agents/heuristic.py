@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dus_env.heuristic import DEFAULT_TEMPERATURE, check_temperature, heuristic_action, heuristic_shares
+from dus_env.heuristic import DEFAULT_TEMPERATURE, check_temperature, heuristic_action
 from dus_env.observation import ObservationLayout
 from dus_env.quantities import QuantityMapping
 
@@ -26,9 +26,6 @@ class HeuristicAgent(Agent):
     def __init__(self, layout: ObservationLayout, mapping: QuantityMapping, temperature: float = DEFAULT_TEMPERATURE) -> None:
         super().__init__(layout, mapping)
         self.temperature = check_temperature(temperature)
-
-    def shares(self, observation: np.ndarray) -> np.ndarray:
-        return heuristic_shares(self.layout, observation, self.temperature)
 
     def act(self, observation: np.ndarray) -> np.ndarray:
         return heuristic_action(self.layout, self.mapping, observation, self.temperature)

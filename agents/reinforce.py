@@ -25,7 +25,9 @@ divided by their batch standard deviation.
 **Seeding.** Network initialisation, episode seeds and exploration noise come from a local
 ``torch.Generator`` and ``numpy.random.Generator`` seeded by the constructor (or ``train``'s
 ``seed``); global random state is never touched. Same seed, same settings: same policy, bit for
-bit on CPU.
+bit on CPU. A resumed agent continues the generators saved with it, so it draws exactly the episode
+seeds the unbroken run would have drawn; nothing is reseeded from the step count (the SB3 resume
+path reseeds, see :func:`agents.training.resume_seed`).
 
 **Files.** :meth:`ReinforceAgent.save` writes one torch file atomically (temporary file, then
 ``os.replace``), holding the weights, the optimiser, the normalisation statistics, the random
@@ -53,16 +55,16 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 from torch import nn
 
 from dus_env.observation import ObservationLayout
+from dus_env.policy_artifact import ObservationNormalization
 from dus_env.quantities import QuantityMapping
 from dus_env.validation import check_float, check_int
 
-from .base import Agent
+from .base import Agent, check_modalities
 from .results import write_bytes
+from .run_files import REINFORCE_FINAL_FILE, SB3_FINAL_FILE
 
 FILE_FORMAT = "dus_env.reinforce"
 FILE_FORMAT_VERSION = 1
-#: Name of the final policy in a run directory written by ``train_agent.py``.
-FINAL_MODEL_FILE = "final_model.pt"
 OBS_EPSILON = 1e-8
 
 
@@ -215,8 +217,8 @@ class ReinforceAgent(Agent):
         observations = np.asarray(observations, dtype=np.float64)
         if not self.config.normalize_obs:
             return observations.astype(np.float32)
-        scaled = (observations - self.obs_rms.mean) / np.sqrt(self.obs_rms.var + OBS_EPSILON)
-        return np.clip(scaled, -self.config.clip_obs, self.config.clip_obs).astype(np.float32)
+        statistics = ObservationNormalization(self.obs_rms.mean, self.obs_rms.var, OBS_EPSILON, float(self.config.clip_obs))
+        return statistics.apply(observations)
 
     def act(self, observation: np.ndarray) -> np.ndarray:
         """The mean action for one observation: float32 ``[M]`` in ``[-1, 1]``."""
@@ -427,9 +429,9 @@ class ReinforceAgent(Agent):
         """
         path = Path(path)
         if path.is_dir():
-            if not (path / FINAL_MODEL_FILE).is_file() and (path / "final_model.zip").is_file():
+            if not (path / REINFORCE_FINAL_FILE).is_file() and (path / SB3_FINAL_FILE).is_file():
                 raise ValueError(f"{path} is a Stable-Baselines3 run, not a DUS-R one: load it with SB3Agent.load (spec ALGO:PATH)")
-            path = path / FINAL_MODEL_FILE
+            path = path / REINFORCE_FINAL_FILE
         if not path.is_file():
             raise FileNotFoundError(f"no DUS-R policy at {path}: expected a file written by ReinforceAgent.save or a run directory")
         try:
@@ -446,12 +448,7 @@ class ReinforceAgent(Agent):
         unwrapped = env.unwrapped
         layout: ObservationLayout = unwrapped.layout  # type: ignore[attr-defined]
         mapping: QuantityMapping = unwrapped.mapping  # type: ignore[attr-defined]
-        saved_layout = ObservationLayout.from_dict(state["layout"])
-        if saved_layout.n_modalities != mapping.n_modalities:
-            raise ValueError(
-                f"policy {path} was trained on {saved_layout.n_modalities} modalities, the env has {mapping.n_modalities}: "
-                "evaluate it on an env with the same number of modalities, or train a policy for this one"
-            )
+        check_modalities(ObservationLayout.from_dict(state["layout"]).n_modalities, mapping.n_modalities, path)
         try:
             agent = cls(layout, mapping, ReinforceConfig(**state["config"]), seed=int(state["seed"]))
             agent.policy.load_state_dict(state["policy"])

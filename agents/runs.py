@@ -23,11 +23,10 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 import dus_env
 
 from . import cli
-from .reinforce import FINAL_MODEL_FILE as REINFORCE_FINAL_FILE
 from .reinforce import ReinforceConfig
 from .results import package_versions, write_text
+from .run_files import CONFIG_FILE, REINFORCE_CHECKPOINT_PREFIX, REINFORCE_FINAL_FILE, SB3_CHECKPOINT_PREFIX, SB3_FINAL_FILE
 from .sb3_agent import (
-    CONFIG_FILE,
     RUN_KEYS,
     check_hyperparam_keys,
     get_algorithm_class,
@@ -37,11 +36,12 @@ from .sb3_agent import (
     sb3_constructor_kwargs,
     vec_normalize_kwargs,
 )
-from .sb3_agent import FINAL_MODEL_FILE as SB3_FINAL_FILE
 
 #: Distributions whose versions ``config.yml`` records (with Python's).
 TRAINING_PACKAGES = ("dus_env", "torch", "gymnasium", "stable-baselines3", "sb3-contrib", "numpy")
-_CHECKPOINT_NAME = re.compile(r"^(?:rl_model|reinforce)_(?P<steps>\d+)_steps\.(?:zip|pt)$")
+_CHECKPOINT_NAME = re.compile(
+    rf"^(?:{re.escape(SB3_CHECKPOINT_PREFIX)}|{re.escape(REINFORCE_CHECKPOINT_PREFIX)})_(?P<steps>\d+)_steps\.(?:zip|pt)$"
+)
 
 
 class UsageError(Exception):

@@ -53,8 +53,9 @@ from dus_env.observation import ObservationLayout
 from dus_env.quantities import QuantityMapping
 
 from . import cli
-from .base import Agent
+from .base import Agent, check_modalities
 from .cli import yaml_number
+from .run_files import CONFIG_FILE, REINFORCE_FINAL_FILE, SB3_CHECKPOINT_PREFIX, SB3_FINAL_FILE, VECNORMALIZE_FILE
 
 #: rl-baselines3-zoo's names for sb3-contrib algorithms, accepted as well as the class names.
 ALGORITHM_ALIASES = {"ppo_lstm": "recurrentppo", "ppo_mask": "maskableppo"}
@@ -72,10 +73,6 @@ _DRIVER_OWNED_ARGS = frozenset({"self", "env", "seed", "tensorboard_log", "_init
 #: Schedules that accept ``lin_<value>``.
 _SCHEDULE_KEYS = ("learning_rate", "clip_range", "clip_range_vf")
 
-#: File names in a run directory written by ``train_agent.py``, which :meth:`SB3Agent.load` reads back.
-FINAL_MODEL_FILE = "final_model.zip"
-CONFIG_FILE = "config.yml"
-VECNORMALIZE_FILE = "vecnormalize.pkl"
 _CHECKPOINT_NAME = re.compile(r"^(?P<prefix>.+)_(?P<steps>\d+)_steps\.zip$")
 
 
@@ -352,7 +349,6 @@ class SB3Agent(Agent):
     :param mapping: the env's action-to-quantity map.
     :param model: the trained algorithm.
     :param vec_normalize: the run's ``VecNormalize`` (only its statistics are used), or ``None``.
-    :param name: label in benchmark tables.
     """
 
     name = "sb3"
@@ -363,12 +359,11 @@ class SB3Agent(Agent):
         mapping: QuantityMapping,
         model: BaseAlgorithm,
         vec_normalize: VecNormalize | None = None,
-        name: str | None = None,
     ) -> None:
         super().__init__(layout, mapping)
         self.model = model
         self.vec_normalize = vec_normalize
-        self.name = name or type(model).__name__.lower()
+        self.name = type(model).__name__.lower()
         self._state: tuple[np.ndarray, ...] | None = None
         self._episode_start = np.ones(1, dtype=bool)
 
@@ -417,7 +412,7 @@ class SB3Agent(Agent):
         mapping: QuantityMapping = unwrapped.mapping  # type: ignore[attr-defined]
         if config is not None and "layout" in config:
             saved = ObservationLayout.from_dict(config["layout"])
-            _check_modalities(saved.n_modalities, mapping.n_modalities, model_path)
+            check_modalities(saved.n_modalities, mapping.n_modalities, model_path)
         # Inference needs neither the learning-rate nor the clip-range schedules; replacing them
         # avoids unpickling closures that may not load under another Python version.
         custom_objects = {"learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "clip_range": lambda _: 0.0}
@@ -432,13 +427,14 @@ class SB3Agent(Agent):
 
 def _model_path(path: Path) -> Path:
     if path.is_dir():
-        if (path / FINAL_MODEL_FILE).is_file():
-            return path / FINAL_MODEL_FILE
-        if (path / "final_model.pt").is_file():
+        if (path / SB3_FINAL_FILE).is_file():
+            return path / SB3_FINAL_FILE
+        if (path / REINFORCE_FINAL_FILE).is_file():
             raise ValueError(f"{path} is a DUS-R (reinforce) run, not an SB3 one: load it with ReinforceAgent.load (spec reinforce:PATH)")
         raise FileNotFoundError(
-            f"run directory {path} has no final_model.zip (did training finish?): pass a checkpoint such as "
-            f"{path / 'checkpoints' / 'rl_model_<N>_steps.zip'} or {path / 'best_model' / 'best_model.zip'}, or resume the run"
+            f"run directory {path} has no {SB3_FINAL_FILE} (did training finish?): pass a checkpoint such as "
+            f"{path / 'checkpoints' / f'{SB3_CHECKPOINT_PREFIX}_<N>_steps.zip'} or {path / 'best_model' / 'best_model.zip'}, "
+            "or resume the run"
         )
     if not path.is_file():
         raise FileNotFoundError(f"no model at {path}: expected a run directory or an SB3 .zip file")
@@ -497,19 +493,11 @@ def _load_vec_normalize(model_path: Path, env: gym.Env, config: dict[str, Any] |
     return vec_normalize
 
 
-def _check_modalities(trained: int, env: int, model_path: Path) -> None:
-    if trained != env:
-        raise ValueError(
-            f"policy {model_path} was trained on {trained} modalities, the env has {env}: "
-            "evaluate it on an env with the same number of modalities, or train a policy for this one"
-        )
-
-
 def _check_spaces(
     model_obs: gym.Space, env_obs: gym.Space, model_action: gym.Space, env_action: gym.Space, model_path: Path
 ) -> None:
     if model_action.shape != env_action.shape:
-        _check_modalities(int(np.prod(model_action.shape or (0,))), int(np.prod(env_action.shape or (0,))), model_path)
+        check_modalities(int(np.prod(model_action.shape or (0,))), int(np.prod(env_action.shape or (0,))), model_path)
     if model_obs.shape != env_obs.shape:
         raise ValueError(
             f"policy {model_path} expects observations of shape {model_obs.shape}, the env gives {env_obs.shape}: "

@@ -38,6 +38,8 @@ from typing import Sequence
 
 import gymnasium as gym
 
+from dus_env.heuristic import DEFAULT_TEMPERATURE, check_temperature
+
 from .base import Agent
 from .baselines import FixedAllocationAgent, RandomAgent, UniformAgent
 from .heuristic import HeuristicAgent
@@ -53,7 +55,6 @@ SB3_ALGOS: tuple[str, ...] = (
 )
 RULE_KINDS: tuple[str, ...] = ("uniform", "random", "heuristic", "fixed")
 MODEL_KINDS: tuple[str, ...] = ("reinforce", "exported", *SB3_ALGOS)
-DEFAULT_TEMPERATURE = 0.1
 
 #: One line per accepted form, for error messages and ``--help``.
 SPEC_FORMS = (
@@ -94,11 +95,6 @@ class AgentSpec:
     shares: tuple[float, ...] | None = None
     path: str | None = None
     named: bool = False
-
-    @property
-    def is_model(self) -> bool:
-        """Whether the agent is loaded from a file (and so needs the file to exist)."""
-        return self.kind in MODEL_KINDS
 
 
 def parse_spec(text: str) -> AgentSpec:
@@ -235,13 +231,15 @@ def _build(spec: AgentSpec, env: gym.Env, seed: int) -> Agent:
 
 
 def _parse_temperature(text: str, argument: str) -> float:
+    """The number after ``heuristic:``, checked by the rule's own :func:`~dus_env.heuristic.check_temperature`."""
     try:
         temperature = float(argument)
     except ValueError:
         raise AgentSpecError(f"agent spec {text!r}: temperature {argument!r} is not a number (e.g. heuristic:0.05)") from None
-    if not math.isfinite(temperature) or temperature <= 0:
-        raise AgentSpecError(f"agent spec {text!r}: temperature must be a positive number, got {argument!r}")
-    return temperature
+    try:
+        return check_temperature(temperature)
+    except ValueError as error:
+        raise AgentSpecError(f"agent spec {text!r}: temperature must be a positive number, got {argument!r}") from error
 
 
 def _parse_shares(text: str, argument: str) -> tuple[float, ...]:

@@ -31,25 +31,32 @@ from .callbacks import (
     EvaluationLog,
     InfoScalarsCallback,
     UpdateCheckpointCallback,
+    next_multiple,
     record_info_scalars,
     save_sb3,
     save_sb3_checkpoint,
     sb3_checkpoint_names,
 )
 from .export import export_reinforce_policy, export_sb3_policy
-from .reinforce import FINAL_MODEL_FILE as REINFORCE_FINAL_FILE
 from .reinforce import ReinforceAgent, ReinforceUpdate
 from .results import write_bytes
 from .rollout import EpisodeResult, run_episode
+from .run_files import REINFORCE_CHECKPOINT_PREFIX, REINFORCE_FINAL_FILE, SB3_FINAL_FILE, VECNORMALIZE_FILE
 from .runs import Run, UsageError, reinforce_config
-from .sb3_agent import FINAL_MODEL_FILE as SB3_FINAL_FILE
-from .sb3_agent import VECNORMALIZE_FILE, SB3Agent, get_algorithm_class, sb3_constructor_kwargs, vec_normalize_kwargs
+from .sb3_agent import SB3Agent, get_algorithm_class, sb3_constructor_kwargs, vec_normalize_kwargs
 
 #: What a training loop returns: an SB3 model or a DUS-R agent.
 Trained = BaseAlgorithm | ReinforceAgent
 
-REINFORCE_PREFIX = "reinforce"
 REPLAY_BUFFER_FILE = "replay_buffer.pkl"
+
+#: A resumed SB3 run reseeds its training envs with a seed in ``[RESUME_SEED_BASE, RESUME_SEED_BASE +
+#: RESUME_SEED_SPAN)`` (see :func:`resume_seed`): above every seed that evaluation uses (``evaluate.py``
+#: from 10000, the documented tables from 20000, ``train_agent.py --eval-seed`` from 1000000), and with
+#: room below ``2**32``, the largest seed SB3's global seeding (``numpy.random.seed``) accepts, for the
+#: ``+ i`` that env ``i`` adds.
+RESUME_SEED_BASE = 2**31
+RESUME_SEED_SPAN = 2**30
 
 
 # -- environments -------------------------------------------------------------------------------------
@@ -116,8 +123,7 @@ def train_sb3(run: Run, resume_steps: int | None, progress: bool) -> tuple[BaseA
         if norm_kwargs is not None:
             venv = VecNormalize.load(str(run.checkpoint_dir / stats_name), venv)
         model = algorithm.load(run.checkpoint_dir / model_name, env=venv, device="cpu", tensorboard_log=str(run.tensorboard_dir))
-        # Fresh but reproducible episodes after a resume: the seed moves on with the step count.
-        model.set_random_seed(run.seed + model.num_timesteps)
+        model.set_random_seed(resume_seed(run.seed, model.num_timesteps))
         replay_buffer = run.checkpoint_dir / REPLAY_BUFFER_FILE
         if hasattr(model, "replay_buffer") and replay_buffer.is_file():
             model.load_replay_buffer(replay_buffer)
@@ -170,11 +176,23 @@ def train_sb3(run: Run, resume_steps: int | None, progress: bool) -> tuple[BaseA
     return model, interrupted
 
 
+def resume_seed(run_seed: int, num_timesteps: int) -> int:
+    """The seed of the training envs of run ``run_seed`` resumed from its checkpoint at ``num_timesteps``.
+
+    Fresh episodes after every resume, the same ones for the same run and checkpoint, and never an
+    evaluation episode: the seed is in ``[RESUME_SEED_BASE, RESUME_SEED_BASE + RESUME_SEED_SPAN)``.
+    Why not ``run_seed + num_timesteps``: checkpoints land on round step counts (A2C's 40-step
+    rollouts reach 10000 and 20000 exactly), which are where the held-out evaluation seeds start.
+    """
+    state = np.random.SeedSequence([run_seed, num_timesteps]).generate_state(1)[0]
+    return RESUME_SEED_BASE + int(state) % RESUME_SEED_SPAN
+
+
 # -- training: DUS-R (REINFORCE) ----------------------------------------------------------------------
 
 
 def reinforce_checkpoint(run: Run, timesteps: int) -> Path:
-    return run.checkpoint_dir / f"{REINFORCE_PREFIX}_{timesteps}_steps.pt"
+    return run.checkpoint_dir / f"{REINFORCE_CHECKPOINT_PREFIX}_{timesteps}_steps.pt"
 
 
 def train_reinforce(run: Run, resume_steps: int | None, progress: bool) -> tuple[ReinforceAgent, bool]:
@@ -191,8 +209,8 @@ def train_reinforce(run: Run, resume_steps: int | None, progress: bool) -> tuple
     probe.close()
     logger = configure(str(run.tensorboard_dir / "REINFORCE_0"), ["tensorboard"])
     log = EvaluationLog(run.run_dir / "eval" / "evaluations.npz")
-    next_eval = _next_multiple(agent.num_timesteps, run.eval_freq)
-    next_checkpoint = _next_multiple(agent.num_timesteps, run.checkpoint_freq)
+    next_eval = next_multiple(agent.num_timesteps, run.eval_freq)
+    next_checkpoint = next_multiple(agent.num_timesteps, run.checkpoint_freq)
     remaining = run.total_timesteps - agent.num_timesteps
     bar = _progress_bar(remaining) if progress else None
 
@@ -203,7 +221,7 @@ def train_reinforce(run: Run, resume_steps: int | None, progress: bool) -> tuple
             bar.update(sum(update.episode_lengths))
         if next_checkpoint is not None and agent.num_timesteps >= next_checkpoint:
             agent.save(reinforce_checkpoint(run, agent.num_timesteps))
-            next_checkpoint = _next_multiple(agent.num_timesteps, run.checkpoint_freq)
+            next_checkpoint = next_multiple(agent.num_timesteps, run.checkpoint_freq)
         if next_eval is not None and agent.num_timesteps >= next_eval:
             results = evaluate_agent(agent, run)
             accuracies = [r.test_accuracy for r in results]
@@ -212,7 +230,7 @@ def train_reinforce(run: Run, resume_steps: int | None, progress: bool) -> tuple
             lengths = [len(r.trace) - 1 for r in results]
             if log.add(agent.num_timesteps, [r.episode_return for r in results], lengths, accuracies):
                 agent.save(run.best_dir / "best_model.pt")
-            next_eval = _next_multiple(agent.num_timesteps, run.eval_freq)
+            next_eval = next_multiple(agent.num_timesteps, run.eval_freq)
         return True
 
     venv = make_vec_env(run)
@@ -230,10 +248,6 @@ def train_reinforce(run: Run, resume_steps: int | None, progress: bool) -> tuple
     logger.close()
     shutdown(venv, interrupted)
     return agent, interrupted
-
-
-def _next_multiple(done: int, every: int) -> int | None:
-    return (done // every + 1) * every if every > 0 else None
 
 
 def _progress_bar(total: int) -> Any:

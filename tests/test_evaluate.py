@@ -20,6 +20,7 @@ import pytest
 from agents.benchmark import (
     BenchmarkInputError,
     Table,
+    format_pvalue,
     make_plan,
     parse_env_kwargs,
     plain_table,
@@ -243,6 +244,10 @@ def test_summaries_refuse_unpaired_seeds() -> None:
         summarize_env(results, plan, "dus_env/Synthetic-v0")
 
 
+def test_pvalues_read_the_same_in_every_table() -> None:
+    assert [format_pvalue(p) for p in (None, math.nan, 0.0004, 0.01234, 1.0)] == ["—", "—", "<0.001", "0.012", "1.000"]
+
+
 def test_plain_table_alignment() -> None:
     text = plain_table(Table("title", ["agent", "acc"], [["uniform", "1.00"], ["h", "10.00"]], note="* note"))
     assert text.splitlines() == ["title", "agent      acc", "-------  -----", "uniform   1.00", "h        10.00", "* note"]
@@ -305,6 +310,35 @@ def test_bad_suites(tmp_path: Path) -> None:
                           ("absent", "unknown suite 'absent'")):
         with pytest.raises(BenchmarkInputError, match=message):
             evaluate.parse_args(["--suite", name, "--suites-file", str(suites)])
+
+
+def test_command_line_env_kwargs_merge_into_the_suites_nested_fields() -> None:
+    evaluate = load_evaluate()
+    args = evaluate.parse_args(["--suite", "smoke", "--env-kwargs", "learner.lr=0.01"])
+    assert args.env_kwargs == {**TINY_OVERRIDES, "learner": {"hidden_sizes": [16], "embedding_dim": 8, "lr": 0.01}}
+    replaced = evaluate.parse_args(["--suite", "smoke", "--env-kwargs", '{"learner": {"hidden_sizes": [8]}}'])
+    assert replaced.env_kwargs["learner"] == {"hidden_sizes": [8], "embedding_dim": 8}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("smoke: [uniform\n", "is not valid YAML at line 2, column 1: expected ',' or ']'"),
+        ("- smoke\n- main\n", "must map suite names to their options, not be a list"),
+        ("smoke: uniform\n", "must be a mapping of options (description, agents"),
+        ("smoke:\n  env_kwargs: [decision_steps]\n", "option env_kwargs=['decision_steps'] is invalid: expected a mapping"),
+        ("smoke:\n  env_kwargs:\n", "option env_kwargs=None is invalid: expected a mapping"),
+    ],
+)
+def test_malformed_suites_file_is_a_one_line_error(content: str, message: str, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    suites = tmp_path / "suites.yml"
+    suites.write_text(content)
+    code = load_evaluate().main(["--suite", "smoke", "--suites-file", str(suites), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("evaluate.py: error: ") and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(

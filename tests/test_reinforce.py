@@ -11,7 +11,9 @@ import torch
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 import dus_env
+from agents.base import check_modalities
 from agents.reinforce import ReinforceAgent, ReinforceConfig, ReinforceUpdate
+from dus_env.policy_artifact import ObservationNormalization
 
 SMALL = ReinforceConfig(hidden_sizes=(16,), episodes_per_batch=4, group_size=2)
 
@@ -134,6 +136,28 @@ def test_load_errors(tmp_path: Path) -> None:
     new_agent(tiny_env("dus_env/Synthetic3-v0")).save(tmp_path / "three.pt")
     with pytest.raises(ValueError, match="trained on 3 modalities, the env has 2"):
         ReinforceAgent.load(tmp_path / "three.pt", env)
+
+
+def test_a_policy_for_another_modality_count_is_refused_as_every_loader_does(tmp_path: Path) -> None:
+    new_agent(tiny_env("dus_env/Synthetic3-v0")).save(tmp_path / "three.pt")
+    with pytest.raises(ValueError) as error:
+        ReinforceAgent.load(tmp_path / "three.pt", tiny_env())
+    with pytest.raises(ValueError) as shared:
+        check_modalities(3, 2, tmp_path / "three.pt")
+    assert str(error.value) == str(shared.value)
+    check_modalities(2, 2, tmp_path / "two.pt")
+
+
+def test_normalize_is_the_exported_formula_on_the_running_statistics() -> None:
+    env = tiny_env()
+    agent = new_agent(env, config=ReinforceConfig(hidden_sizes=(16,), episodes_per_batch=4, group_size=2, clip_obs=0.5)).train(env, 16)
+    observations = np.stack([env.reset(seed=s)[0] for s in range(3)]) * 4.0
+    normalized = agent.normalize(observations)
+    by_hand = np.clip((observations - agent.obs_rms.mean) / np.sqrt(agent.obs_rms.var + 1e-8), -0.5, 0.5).astype(np.float32)
+    np.testing.assert_array_equal(normalized, by_hand)
+    statistics = ObservationNormalization(agent.obs_rms.mean, agent.obs_rms.var, 1e-8, 0.5)
+    np.testing.assert_array_equal(normalized, statistics.apply(observations.astype(np.float64)))
+    assert normalized.dtype == np.float32 and np.abs(normalized).max() == pytest.approx(0.5)
 
 
 def test_actor_module_and_normalization_reproduce_act() -> None:

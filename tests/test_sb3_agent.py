@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import pickle
 from pathlib import Path
 
@@ -258,6 +259,14 @@ def test_load_refuses_a_policy_for_another_number_of_modalities(tmp_path: Path) 
     (tmp_path / "run3" / "config.yml").unlink()  # the spaces alone must catch it too
     with pytest.raises(ValueError, match="trained on 3 modalities, the env has 2"):
         SB3Agent.load(tmp_path / "run3", tiny_env(), algo="ppo")
+
+
+def test_the_agent_is_named_after_its_algorithm() -> None:
+    # make_agent sets the display name of every agent; the constructor takes none.
+    assert "name" not in inspect.signature(SB3Agent.__init__).parameters
+    env = tiny_env()
+    model = PPO("MlpPolicy", DummyVecEnv([tiny_env]), n_steps=16, batch_size=16, device="cpu")
+    assert SB3Agent(env.unwrapped.layout, env.unwrapped.mapping, model).name == "ppo"
 
 
 def test_load_refuses_another_algorithm_or_a_reinforce_run(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+import dus_env.heuristic
 from agents.baselines import FixedAllocationAgent, RandomAgent, UniformAgent
 from agents.heuristic import HeuristicAgent
 from agents.rollout import run_episode
@@ -82,6 +83,20 @@ def test_parse_errors_name_the_spec(text: str, fragment: str) -> None:
         parse_spec(text)
     assert fragment in str(error.value)
     assert repr(text) in str(error.value)
+
+
+@pytest.mark.parametrize("temperature", ["0", "-1", "nan", "inf", "-0.0"])
+def test_temperature_is_checked_by_the_heuristic_rule_itself(temperature: str) -> None:
+    # DUSSampler.heuristic and the spec refuse the same temperatures, for the reason the rule gives.
+    with pytest.raises(AgentSpecError, match=f"temperature must be a positive number, got '{temperature}'") as error:
+        parse_spec(f"heuristic:{temperature}")
+    assert isinstance(error.value.__cause__, ValueError) and "heuristic temperature=" in str(error.value.__cause__)
+    assert DEFAULT_TEMPERATURE is dus_env.heuristic.DEFAULT_TEMPERATURE
+
+
+def test_spec_fields_are_data_only() -> None:
+    assert not hasattr(AgentSpec, "is_model")  # whether a spec needs a file is its kind: kind in MODEL_KINDS
+    assert not hasattr(HeuristicAgent, "shares")  # the shares are dus_env.heuristic.heuristic_shares
 
 
 def test_unknown_spec_is_a_value_error_listing_the_forms() -> None:

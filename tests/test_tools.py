@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +12,9 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_tool(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+def run_tool(*args: str, umask: int | None = None) -> subprocess.CompletedProcess:
+    preexec = None if umask is None else (lambda: os.umask(umask))
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=120, preexec_fn=preexec)
 
 
 def test_summary_to_markdown_renders_each_env(tmp_path: Path) -> None:
@@ -50,3 +52,22 @@ def test_learning_curves_png_from_tensorboard_logs(tmp_path: Path) -> None:
     empty.mkdir()
     failed = run_tool("tools/plot_learning_curves.py", str(empty), "--out", str(tmp_path / "x.png"))
     assert failed.returncode != 0 and "no TensorBoard event files" in failed.stderr
+
+
+def test_learning_curves_default_to_the_figures_in_the_docs(tmp_path: Path) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    run = tmp_path / "a2c_run"
+    writer = SummaryWriter(str(run / "tb" / "A2C_1"))
+    for tag in ("eval/test_fused_accuracy", "dus/episode_test_accuracy", "dus/episode_share_m0", "rollout/ep_rew_mean"):
+        for step in range(0, 300, 100):
+            writer.add_scalar(tag, 0.5 + step / 10_000, step)
+    writer.close()
+    for umask, mode in ((0o022, 0o644), (0o002, 0o664)):
+        out = tmp_path / f"figures_{umask:o}" / "curves.png"
+        result = run_tool("tools/plot_learning_curves.py", str(run), "--out", str(out), umask=umask)
+        assert result.returncode == 0, result.stderr
+        assert "scalars: eval/test_fused_accuracy, dus/episode_test_accuracy, dus/episode_share_m0" in result.stdout
+        assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        # Written like every result file: atomically (nothing left beside it) and readable as the umask allows.
+        assert os.stat(out).st_mode & 0o777 == mode and [p.name for p in out.parent.iterdir()] == ["curves.png"]

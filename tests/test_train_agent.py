@@ -15,14 +15,17 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from stable_baselines3 import PPO
+from stable_baselines3 import A2C, PPO
+from stable_baselines3.common.vec_env import DummyVecEnv
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import dus_env
-from agents.callbacks import EvaluationLog, record_info_scalars
+from agents.callbacks import EvaluationLog, next_multiple, record_info_scalars, save_sb3_checkpoint, sb3_checkpoint_names
 from agents.reinforce import ReinforceAgent
 from agents.runs import UsageError, latest_checkpoint, parse_env_kwargs, resolve_run
+from agents.run_files import REINFORCE_CHECKPOINT_PREFIX, SB3_CHECKPOINT_PREFIX
 from agents.sb3_agent import SB3Agent
+from agents.training import RESUME_SEED_BASE, RESUME_SEED_SPAN, reinforce_checkpoint, resume_seed, train_sb3
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -119,6 +122,17 @@ def test_latest_checkpoint_ignores_statistics_and_other_files(tmp_path: Path) ->
     assert latest_checkpoint(tmp_path) == 1024
 
 
+def test_checkpoints_are_written_under_the_names_resume_looks_for(tmp_path: Path) -> None:
+    run = resolve_run(train_agent.parse_args(["--algo", "reinforce", "--run-dir", str(tmp_path), "--env-kwargs", TINY_JSON]))
+    names = [sb3_checkpoint_names(512)[0], reinforce_checkpoint(run, 768).name]
+    assert names == [f"{SB3_CHECKPOINT_PREFIX}_512_steps.zip", f"{REINFORCE_CHECKPOINT_PREFIX}_768_steps.pt"]
+    run.checkpoint_dir.mkdir()
+    (run.checkpoint_dir / names[0]).touch()
+    assert latest_checkpoint(run.checkpoint_dir) == 512
+    reinforce_checkpoint(run, 768).touch()
+    assert latest_checkpoint(run.checkpoint_dir) == 768
+
+
 class RecordingLogger:
     def __init__(self) -> None:
         self.values: dict[str, list[float]] = {}
@@ -154,6 +168,42 @@ def test_evaluation_log_tracks_the_best_and_survives_a_restart(tmp_path: Path) -
     assert reloaded.timesteps == [100, 200] and reloaded.best_mean_return == pytest.approx(0.2)
     assert reloaded.add(300, [0.4, 0.4], [4, 4], [0.7, 0.7])
     assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == ["evaluations.npz"]
+
+
+def test_resume_seed_is_reproducible_and_clear_of_every_evaluation_seed() -> None:
+    # A2C's 2 envs x 20 steps land checkpoints on 10000 and 20000, where evaluate.py's seeds start.
+    steps = [40, 10_000, 20_000, 1_000_000, 30_000]
+    seeds = {(run_seed, done): resume_seed(run_seed, done) for run_seed in (0, 1, 10_000) for done in steps}
+    assert all(RESUME_SEED_BASE <= seed < RESUME_SEED_BASE + RESUME_SEED_SPAN for seed in seeds.values())
+    assert RESUME_SEED_BASE > 1_000_000 + 10_000 and RESUME_SEED_BASE + RESUME_SEED_SPAN + 1024 < 2**32
+    assert len(set(seeds.values())) == len(seeds)  # every run and checkpoint gets its own episodes
+    assert all(resume_seed(*key) == seed for key, seed in seeds.items())
+
+
+def test_a_resumed_sb3_run_never_trains_on_evaluation_seeds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = resolve_run(train_agent.parse_args([
+        "--algo", "a2c", "--n-envs", "1", "--timesteps", "10008", "--run-dir", str(tmp_path / "run"), "--env-kwargs", TINY_JSON,
+        "--hyperparams", "n_steps=8", "normalize=false", "--eval-freq", "0", "--checkpoint-freq", "0",
+    ]))
+    model = A2C("MlpPolicy", DummyVecEnv([tiny_env]), n_steps=8, device="cpu")
+    model.num_timesteps = 10_000
+    save_sb3_checkpoint(model, run.checkpoint_dir, 10_000)
+    reset_seeds: list[int | None] = []
+    original_reset = dus_env.DUSEnv.reset
+
+    def recording_reset(self: dus_env.DUSEnv, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
+        reset_seeds.append(seed)
+        return original_reset(self, seed=seed, options=options)
+
+    monkeypatch.setattr(dus_env.DUSEnv, "reset", recording_reset)
+    trained, interrupted = train_sb3(run, 10_000, progress=False)
+    assert not interrupted and trained.num_timesteps == 10_008
+    assert [seed for seed in reset_seeds if seed is not None] == [resume_seed(run.seed, 10_000)]
+
+
+def test_next_multiple_is_when_the_next_checkpoint_or_evaluation_is_due() -> None:
+    assert [next_multiple(done, 128) for done in (0, 127, 128, 300)] == [128, 128, 256, 384]
+    assert next_multiple(500, 0) is None
 
 
 # -- slow: whole runs as a user would start them ------------------------------------------------------------

@@ -11,8 +11,6 @@ the chosen scalars against environment steps, one panel per scalar, one line per
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -21,7 +19,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
-DEFAULT_SCALARS = ("eval/mean_reward", "dus/episode_test_accuracy", "rollout/ep_rew_mean")
+from agents.results import atomic_output  # noqa: E402
+
+#: The panels of the figures in the docs: in-training evaluation accuracy, training-episode test
+#: accuracy, and the share of the samples modality 0 got.
+DEFAULT_SCALARS = ("eval/test_fused_accuracy", "dus/episode_test_accuracy", "dus/episode_share_m0")
 
 
 def read_scalars(run_dir: Path, tags: tuple[str, ...]) -> dict[str, tuple[list[int], list[float]]]:
@@ -43,7 +45,8 @@ def read_scalars(run_dir: Path, tags: tuple[str, ...]) -> dict[str, tuple[list[i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path, help="run folders written by train_agent.py")
-    parser.add_argument("--scalars", nargs="+", default=list(DEFAULT_SCALARS), help="TensorBoard tags to plot")
+    parser.add_argument("--scalars", nargs="+", default=list(DEFAULT_SCALARS), metavar="TAG",
+                        help=f"TensorBoard tags to plot, one panel each (default: {' '.join(DEFAULT_SCALARS)})")
     parser.add_argument("--out", type=Path, default=Path("learning_curves.png"))
     args = parser.parse_args()
     tags = tuple(args.scalars)
@@ -59,12 +62,8 @@ def main() -> None:
         axis.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     figure.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(suffix=".png", dir=args.out.parent)
-    os.close(handle)
-    figure.savefig(temporary, dpi=110)
-    os.chmod(temporary, 0o644)  # mkstemp makes it private; a figure is meant to be shared
-    os.replace(temporary, args.out)
+    with atomic_output(args.out, binary=True) as handle:
+        figure.savefig(handle, format="png", dpi=110)
     print(f"wrote {args.out} ({len(args.runs)} runs, scalars: {', '.join(tags)})")
 
 

@@ -14,11 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-
-def pvalue(value: float) -> str:
-    if pd.isna(value):
-        return "—"
-    return "<0.001" if value < 0.001 else f"{value:.3f}"
+from agents.benchmark import format_pvalue
 
 
 def env_table(rows: pd.DataFrame, against: str | None) -> str:
@@ -40,8 +36,8 @@ def env_table(rows: pd.DataFrame, against: str | None) -> str:
             *[f"{row[f'modality_{j}_accuracy_mean_pct']:.1f} ± {row[f'modality_{j}_accuracy_std_pct']:.1f}" for j in modalities],
             f"{row['modality_gap_mean_pts']:.1f}",
             delta,
-            pvalue(row["paired_t_pvalue"]),
-            pvalue(row["wilcoxon_pvalue"]),
+            format_pvalue(row["paired_t_pvalue"]),
+            format_pvalue(row["wilcoxon_pvalue"]),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
