@@ -130,8 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def finish(run: Run, trained: Trained, start_time: float) -> int:
     """Final evaluation (against uniform sampling on the same seeds), export, one-line summary."""
     results = evaluate_agent(as_agent(run, trained), run)
-    mapping = run.env_config.quantity_mapping(run.env_config.task.n_modalities)
-    uniform = evaluate_agent(UniformAgent(dus_env.ObservationLayout(mapping.n_modalities), mapping), run)
+    uniform = evaluate_agent(UniformAgent(run.env_config.observation_layout(), run.env_config.quantity_mapping()), run)
     try:
         exported = export_policy(run, trained)
     except Exception as error:  # the run's files are saved; say so rather than lose them in a traceback

@@ -13,7 +13,6 @@ import numpy as np
 import torch
 
 from dus_env.config import EnvConfig
-from dus_env.observation import ObservationLayout
 from dus_env.policy_artifact import ObservationNormalization, write_policy_artifact
 
 if TYPE_CHECKING:
@@ -118,12 +117,11 @@ def _export(
     normalization: ObservationNormalization | None,
     source: dict[str, Any],
 ) -> Path:
-    n_modalities = env_config.task.n_modalities
     return write_policy_artifact(
         actor,
         out_dir,
-        layout=ObservationLayout(n_modalities),
-        mapping=env_config.quantity_mapping(n_modalities),
+        layout=env_config.observation_layout(),
+        mapping=env_config.quantity_mapping(),
         env_config=env_config.to_dict(),
         normalization=normalization,
         source=source,

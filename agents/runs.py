@@ -120,7 +120,7 @@ class Run:
             # Relative to the run directory when inside it, so that a moved run still resumes.
             "tensorboard_dir": str(_relative_to(self.tensorboard_dir, self.run_dir)),
             "env_config": self.env_config.to_dict(),
-            "layout": dus_env.ObservationLayout(self.env_config.task.n_modalities).to_dict(),
+            "layout": self.env_config.observation_layout().to_dict(),
             "versions": training_versions(),
             "command": sys.argv,
         })

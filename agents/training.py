@@ -23,7 +23,6 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
 
-import dus_env
 
 from .base import Agent
 from .callbacks import (
@@ -283,6 +282,4 @@ def as_agent(run: Run, trained: Trained) -> Agent:
     """The trained policy as an :class:`~agents.base.Agent` (SB3 models with their normalisation statistics)."""
     if isinstance(trained, ReinforceAgent):
         return trained
-    layout = dus_env.ObservationLayout(run.env_config.task.n_modalities)
-    mapping = run.env_config.quantity_mapping(layout.n_modalities)
-    return SB3Agent(layout, mapping, trained, trained.get_vec_normalize_env())
+    return SB3Agent(run.env_config.observation_layout(), run.env_config.quantity_mapping(), trained, trained.get_vec_normalize_env())

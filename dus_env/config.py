@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .learners import LearnerConfig
+from .observation import ObservationLayout
 from .quantities import BUDGET_MODES, QuantityMapping
 from .tasks import TaskConfig, SyntheticTaskConfig, task_config_from_dict
 from .validation import ConfigError, check_choice, check_fields, check_float, check_int, fail
@@ -71,8 +72,15 @@ class EnvConfig:
         if n_train is not None and self.max_quantity > n_train:
             fail(owner, "max_quantity", self.max_quantity, f"cannot exceed the task's n_train={n_train}")
 
-    def quantity_mapping(self, n_modalities: int) -> QuantityMapping:
-        return QuantityMapping(n_modalities, self.base_batch_size, self.min_quantity, self.max_quantity, self.budget)
+    def quantity_mapping(self) -> QuantityMapping:
+        """The action-to-quantity map of an env with this config."""
+        return QuantityMapping(
+            self.task.n_modalities, self.base_batch_size, self.min_quantity, self.max_quantity, self.budget
+        )
+
+    def observation_layout(self) -> ObservationLayout:
+        """The observation layout of an env with this config."""
+        return ObservationLayout(self.task.n_modalities)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (for YAML/JSON); ``EnvConfig(**d)`` rebuilds the same config."""

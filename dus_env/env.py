@@ -12,10 +12,10 @@ from gymnasium import spaces
 
 from .config import EnvConfig, resolve_config
 from .learners import Learner, build_learner
-from .metrics import Evaluation, SplitEvaluator
+from .metrics import Evaluation, SplitEvaluator, evaluate
 from .models import MultimodalModel
 from .monitor import DiscrepancyMonitor
-from .observation import ObservationLayout, TrainingStatus
+from .observation import TrainingStatus
 from .presets import preset
 from .tasks import Task, build_task
 from .validation import ConfigError
@@ -87,8 +87,8 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
         if self.config.torch_threads is not None:
             torch.set_num_threads(self.config.torch_threads)
         self.n_modalities = self.config.task.n_modalities
-        self.layout = ObservationLayout(self.n_modalities)
-        self.mapping = self.config.quantity_mapping(self.n_modalities)
+        self.layout = self.config.observation_layout()
+        self.mapping = self.config.quantity_mapping()
         low, high = self.layout.bounds()
         self.observation_space = spaces.Box(low, high, dtype=np.float32)
         self.action_space = spaces.Box(-1.0, 1.0, shape=(self.n_modalities,), dtype=np.float32)
@@ -218,7 +218,7 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
 
     def _final_info(self) -> dict[str, Any]:
         assert self._task is not None and self._model is not None
-        test = SplitEvaluator(self._task.test, self._task.n_classes)(self._model)
+        test = evaluate(self._model, self._task.test, self._task.n_classes)
         totals = np.sum(self._history, axis=0) * self.config.iterations_per_step
         return {
             "test_fused_accuracy": test.fused_accuracy,

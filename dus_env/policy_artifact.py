@@ -20,6 +20,7 @@ artifact intact.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -76,16 +77,6 @@ class ObservationNormalization:
         )
 
 
-def mapping_to_dict(mapping: QuantityMapping) -> dict[str, Any]:
-    return {
-        "n_modalities": mapping.n_modalities,
-        "base_batch_size": mapping.base_batch_size,
-        "min_quantity": mapping.min_quantity,
-        "max_quantity": mapping.max_quantity,
-        "budget": mapping.budget,
-    }
-
-
 def write_policy_artifact(
     actor: torch.nn.Module,
     out_dir: str | Path,
@@ -125,7 +116,7 @@ def write_policy_artifact(
             "format_version": ARTIFACT_FORMAT_VERSION,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "observation_layout": layout.to_dict(),
-            "action_mapping": mapping_to_dict(mapping),
+            "action_mapping": dataclasses.asdict(mapping),
             "env_config": env_config,
             "observation_normalization": None if normalization is None else normalization.to_dict(),
             "source": source or {},
