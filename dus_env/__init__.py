@@ -37,7 +37,7 @@ else:
 
     register_envs()
 
-_GYMNASIUM_NAMES = {"DUSEnv": ("env", "DUSEnv"), "ENV_IDS": ("registration", "ENV_IDS"), "register_envs": ("registration", "register_envs")}
+_GYMNASIUM_NAMES = {"DUSEnv": ("env", "DUSEnv"), "DUSVectorEnv": ("vector_env", "DUSVectorEnv"), "ENV_IDS": ("registration", "ENV_IDS"), "register_envs": ("registration", "register_envs")}
 
 
 def __getattr__(name: str) -> Any:
@@ -59,6 +59,7 @@ __all__ = [
     "TINY_OVERRIDES",
     "ConfigError",
     "DUSEnv",
+    "DUSVectorEnv",
     "DiscrepancyMonitor",
     "EnvConfig",
     "Evaluation",

@@ -14,7 +14,7 @@ from .learners import LearnerConfig
 from .observation import ObservationLayout
 from .quantities import BUDGET_MODES, QuantityMapping
 from .tasks import TaskConfig, SyntheticTaskConfig, task_config_from_dict
-from .validation import ConfigError, check_choice, check_fields, check_float, check_int, fail
+from .validation import ConfigError, check_choice, check_device, check_fields, check_float, check_int, fail
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,8 @@ class EnvConfig:
     :param divergence_penalty: reward of the step whose training loss became non-finite.
     :param torch_threads: ``torch.set_num_threads`` applied when the env is created (one thread per
         env process is fastest for these small models); ``None`` leaves torch's setting alone.
+    :param device: where the models train and are evaluated: ``"cpu"``, ``"cuda"`` or ``"cuda:<index>"``
+        (the batched vector env gains most from a GPU; a single env's tiny model is faster on the CPU).
     """
 
     task: TaskConfig = field(default_factory=SyntheticTaskConfig)
@@ -49,6 +51,7 @@ class EnvConfig:
     gap_penalty: float = 0.0
     divergence_penalty: float = 1.0
     torch_threads: int | None = 1
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
@@ -68,6 +71,7 @@ class EnvConfig:
         check_float(owner, "divergence_penalty", self.divergence_penalty, 0.0)
         if self.torch_threads is not None:
             check_int(owner, "torch_threads", self.torch_threads, 1, 1024)
+        check_device(owner, "device", self.device)
         n_train = getattr(self.task, "n_train", None)
         if n_train is not None and self.max_quantity > n_train:
             fail(owner, "max_quantity", self.max_quantity, f"cannot exceed the task's n_train={n_train}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import gymnasium as gym
@@ -11,14 +10,38 @@ import torch
 from gymnasium import spaces
 
 from .config import EnvConfig, resolve_config
-from .learners import Learner, build_learner
-from .metrics import Evaluation, SplitEvaluator, evaluate
+from .core import StepOutcome, TrainingCore
 from .models import MultimodalModel
 from .monitor import DiscrepancyMonitor
-from .observation import TrainingStatus
 from .presets import preset
-from .tasks import Task, build_task
-from .validation import ConfigError
+from .tasks import Task
+
+
+def episode_seeds(np_random: np.random.Generator) -> tuple[int, int]:
+    """The task seed and the model seed of one episode, drawn from the env's generator.
+
+    One function for ``DUSEnv`` and ``DUSVectorEnv``: env ``i`` of a vector env reset with seed
+    ``s + i`` draws the same two numbers as a ``DUSEnv`` reset with ``s``, hence the same episode.
+    """
+    task_seed, model_seed = (int(x) for x in np_random.integers(0, 2**63 - 1, size=2))
+    return task_seed, model_seed
+
+
+def check_render_mode(render_mode: str | None, modes: list[str], owner: str) -> None:
+    if render_mode is not None and render_mode not in modes:
+        # TypeError, not ValueError: Stable-Baselines3's make_vec_env asks for "rgb_array" and
+        # retries without a render mode on TypeError, so the envs work with it as they are.
+        raise TypeError(f"render_mode={render_mode!r} is not supported: {owner} renders None or 'ansi' only")
+
+
+def render_status(core: TrainingCore, env: int) -> str:
+    """One line of env ``env``'s state (``render_mode="ansi"``)."""
+    fmt = lambda values: "[" + ", ".join(f"{v:.3f}" for v in values) + "]"  # noqa: E731
+    return (
+        f"step {core.step_index[env]}/{core.config.decision_steps} | n={core.quantities[env].tolist()} | "
+        f"ŝ={fmt(core.monitor.cumulative[env])} | val fused {core.val_fused[env]:.3f} "
+        f"per-modality {fmt(core.val_modality[env])} | loss {core.train_loss[env]:.3f}"
+    )
 
 
 class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
@@ -61,6 +84,10 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
     drawn from ``self.np_random``, seeded by ``reset(seed=...)``: the same seed gives the same
     episode bit for bit on CPU.
 
+    **Implementation.** The env is the ``N = 1`` case of :class:`dus_env.core.TrainingCore`, the
+    batched core that :class:`dus_env.vector_env.DUSVectorEnv` steps for many envs at once: the
+    same seed gives the same task, model initialisation, row order and masks in both.
+
     :param config: a full config; default: the ``preset``'s.
     :param preset: name of a preset in :mod:`dus_env.presets` (what the registered ids use).
     :param render_mode: ``None`` or ``"ansi"`` (a one-line status string).
@@ -79,24 +106,18 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
     ) -> None:
         base = config if config is not None else preset(preset_name)
         self.config = resolve_config(base, overrides) if overrides else base
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            # TypeError, not ValueError: Stable-Baselines3's make_vec_env asks for "rgb_array" and
-            # retries without a render mode on TypeError, so DUSEnv works with it as it is.
-            raise TypeError(f"render_mode={render_mode!r} is not supported: DUSEnv renders None or 'ansi' only")
+        check_render_mode(render_mode, self.metadata["render_modes"], "DUSEnv")
         self.render_mode = render_mode
         if self.config.torch_threads is not None:
             torch.set_num_threads(self.config.torch_threads)
+        self.core = TrainingCore(self.config, n_envs=1)
         self.n_modalities = self.config.task.n_modalities
-        self.layout = self.config.observation_layout()
-        self.mapping = self.config.quantity_mapping()
+        self.layout = self.core.layout
+        self.mapping = self.core.mapping
         low, high = self.layout.bounds()
         self.observation_space = spaces.Box(low, high, dtype=np.float32)
         self.action_space = spaces.Box(-1.0, 1.0, shape=(self.n_modalities,), dtype=np.float32)
-        self.monitor = DiscrepancyMonitor(self.n_modalities)
-        self._model: MultimodalModel | None = None
-        self._task: Task | None = None
-        self._learner: Learner | None = None
-        self._done = True
+        self._reset_once = False
 
     # -- gymnasium API -------------------------------------------------------------------------
 
@@ -104,127 +125,46 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
         super().reset(seed=seed)
         if options:
             raise ValueError(f"reset options {sorted(options)} are not supported: DUSEnv.reset takes no options")
-        task_seed, torch_seed = (int(x) for x in self.np_random.integers(0, 2**63 - 1, size=2))
-        self._task = build_task(self.config.task, np.random.default_rng(task_seed))
-        if self.config.max_quantity > len(self._task.train):
-            raise ConfigError(
-                f"EnvConfig.max_quantity={self.config.max_quantity} is invalid: the task has only "
-                f"{len(self._task.train)} training samples"
-            )
-        generator = torch.Generator().manual_seed(torch_seed)
-        self._learner = build_learner(self.config.learner, self._task, generator, self._model)
-        self._model = self._learner.model
-        self.monitor.reset()
-        self._step_index = 0
-        self._quantities = self.mapping.uniform()
-        self._history: list[list[int]] = []
-        self._loss = math.log(self._task.n_classes)
-        self._validate = SplitEvaluator(self._task.val, self._task.n_classes)
-        self._val = self._validate(self._model)
-        self._done = False
-        self._observation = self._observe()
-        return self._observation.copy(), self._step_info(0.0, 0.0, diverged=False)
+        outcome = self.core.reset(np.zeros(1, dtype=np.int64), [episode_seeds(self.np_random)])
+        self._reset_once = True
+        return self._result(outcome)[0], outcome.info(0)
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
-        if self._done or self._learner is None or self._task is None:
+        if not self._reset_once or self.core.done[0]:
             raise gym.error.ResetNeeded("DUSEnv.step called before reset() or after the episode ended: call reset()")
         quantities = self.mapping.quantities(action)
-        for _ in range(self.config.iterations_per_step):
-            self._learner.train_iteration(quantities)
-        record = self._learner.collect()
-        self._step_index += 1
-        self._quantities = quantities
-        self._history.append(quantities.tolist())
-        self._loss = math.fsum(record.losses.tolist()) / len(record.losses)
-        if not math.isfinite(self._loss) or not np.isfinite(record.scores).all():
-            # Diverged: the monitor keeps its last finite state, the observation stays the previous one.
-            self._done = True
-            info = self._step_info(0.0, 0.0, diverged=True)
-            info["reward_divergence_penalty"] = -self.config.divergence_penalty
-            info.update(self._final_info())
-            return self._observation.copy(), -self.config.divergence_penalty, True, False, info
-        self.monitor.update_many(record.scores)
-        previous = self._val
-        self._val = self._validate(self._model)
-        accuracy_gain, gap_penalty = self._reward_parts(previous, self._val)
-        reward = accuracy_gain + gap_penalty
-        self._observation = self._observe()
-        terminated = self._step_index >= self.config.decision_steps
-        self._done = terminated
-        info = self._step_info(accuracy_gain, gap_penalty, diverged=False)
-        if terminated:
-            info.update(self._final_info())
-        return self._observation.copy(), float(reward), terminated, False, info
+        outcome = self.core.step(quantities[None])
+        observation, reward, terminated = self._result(outcome)
+        return observation, reward, terminated, False, outcome.info(0)
 
     def render(self) -> str | None:
         if self.render_mode != "ansi":
             return None
-        if self._task is None:
+        if not self._reset_once:
             return "DUSEnv: not reset yet"
-        fmt = lambda values: "[" + ", ".join(f"{v:.3f}" for v in values) + "]"  # noqa: E731
-        return (
-            f"step {self._step_index}/{self.config.decision_steps} | n={self._quantities.tolist()} | "
-            f"ŝ={fmt(self.monitor.cumulative_values)} | val fused {self._val.fused_balanced_accuracy:.3f} "
-            f"per-modality {fmt(self._val.modality_balanced_accuracies)} | loss {self._loss:.3f}"
-        )
+        return render_status(self.core, 0)
 
     # -- helpers -------------------------------------------------------------------------------
 
     @property
+    def monitor(self) -> DiscrepancyMonitor:
+        """The discrepancy monitor (state ``[1, M]``: the core's, for its one env)."""
+        return self.core.monitor
+
+    @property
     def task(self) -> Task:
         """The current episode's task (after ``reset``)."""
-        if self._task is None:
+        if not self._reset_once:
             raise gym.error.ResetNeeded("no task before the first reset()")
-        return self._task
+        return self.core.task(0)
 
     @property
     def model(self) -> MultimodalModel:
-        """The model being trained in the current episode (after ``reset``)."""
-        if self._model is None:
+        """A copy of the model being trained in the current episode, as an ``nn.Module`` (after ``reset``)."""
+        if not self._reset_once:
             raise gym.error.ResetNeeded("no model before the first reset()")
-        return self._model
+        return self.core.model.to_module(0)
 
-    def _reward_parts(self, before: Evaluation, after: Evaluation) -> tuple[float, float]:
-        """``(scale * (V_t - V_{t-1}), -scale * gap_penalty * (G_t - G_{t-1}))``; they sum to the reward."""
-        scale = self.config.reward_scale
-        accuracy_gain = scale * (after.fused_balanced_accuracy - before.fused_balanced_accuracy)
-        return accuracy_gain, -scale * self.config.gap_penalty * (after.balanced_modality_gap - before.balanced_modality_gap)
-
-    def _observe(self) -> np.ndarray:
-        assert self._task is not None
-        status = TrainingStatus(
-            monitor=self.monitor,
-            val_modality_accuracy=self._val.modality_balanced_accuracies,
-            val_fused_accuracy=self._val.fused_balanced_accuracy,
-            quantities=self._quantities,
-            progress=self._step_index / self.config.decision_steps,
-            train_loss=self._loss,
-            n_classes=self._task.n_classes,
-        )
-        return self.layout.build(status)
-
-    def _step_info(self, accuracy_gain: float, gap_penalty: float, *, diverged: bool) -> dict[str, Any]:
-        return {
-            "step": self._step_index,
-            "quantities": self._quantities.tolist(),
-            "val_fused_accuracy": self._val.fused_balanced_accuracy,
-            "val_modality_accuracies": list(self._val.modality_balanced_accuracies),
-            "cumulative_scores": list(self.monitor.cumulative_values),
-            "train_loss": self._loss,
-            "reward_accuracy_gain": accuracy_gain,
-            "reward_gap_penalty": gap_penalty,
-            "diverged": diverged,
-        }
-
-    def _final_info(self) -> dict[str, Any]:
-        assert self._task is not None and self._model is not None
-        test = evaluate(self._model, self._task.test, self._task.n_classes)
-        totals = np.sum(self._history, axis=0) * self.config.iterations_per_step
-        return {
-            "test_fused_accuracy": test.fused_accuracy,
-            "test_fused_balanced_accuracy": test.fused_balanced_accuracy,
-            "test_modality_accuracies": list(test.modality_accuracies),
-            "test_modality_gap": test.modality_gap,
-            "quantity_totals": totals.tolist(),
-            "quantity_history": [list(q) for q in self._history],
-        }
+    @staticmethod
+    def _result(outcome: StepOutcome) -> tuple[np.ndarray, float, bool]:
+        return outcome.observations[0], float(outcome.rewards[0]), bool(outcome.terminated[0])

@@ -17,8 +17,6 @@ and by ``DUSSampler``, so a policy sees the same numbers in training and in a us
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
@@ -40,68 +38,82 @@ def modality_score(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 class DiscrepancyMonitor:
-    """Keeps ``ŝ_t^j`` and ``s_t^j`` for ``M`` modalities; reset at the start of each episode.
+    """Keeps ``ŝ_t^j`` and ``s_t^j`` for ``M`` modalities of one training run, or of ``N`` at once.
 
-    The state is a few Python floats: it changes once per decision, for a handful of modalities,
-    right after the training loop, where every numpy or torch call costs several microseconds.
-    ``cumulative`` and ``last`` give numpy copies; the ``*_values`` lists are the raw state.
+    With ``n_envs=None`` the state has shape ``[M]`` (one run: ``DUSSampler``); with ``n_envs=N`` it
+    has shape ``[N, M]`` (the batched core, where ``DUSEnv`` is ``N = 1``). Everything is float64
+    numpy: the state changes once per decision, for a handful of numbers per env.
+
+    :param n_modalities: ``M``.
+    :param n_envs: ``None`` for one run, else the number of runs tracked together.
     """
 
-    def __init__(self, n_modalities: int) -> None:
+    def __init__(self, n_modalities: int, n_envs: int | None = None) -> None:
         if n_modalities < 1:
             raise ValueError(f"n_modalities={n_modalities} is invalid: need at least one modality")
         self.n_modalities = n_modalities
-        self.reset()
+        self.shape = (n_modalities,) if n_envs is None else (n_envs, n_modalities)
+        self._total = np.zeros(self.shape)
+        self._last = np.zeros(self.shape)
+        self._iterations = np.zeros(self.shape[:-1], dtype=np.int64)
 
-    def reset(self) -> None:
-        self._total = [0.0] * self.n_modalities
-        self.cumulative_values = [0.0] * self.n_modalities
-        self.last_values = [0.0] * self.n_modalities
-        self.iterations = 0
+    def reset(self, envs: np.ndarray | None = None) -> None:
+        """Clear every run (``envs=None``) or the runs ``envs`` of a batched monitor."""
+        index = slice(None) if envs is None else envs
+        self._total[index] = 0.0
+        self._last[index] = 0.0
+        self._iterations[index] = 0
+
+    @property
+    def iterations(self) -> int | np.ndarray:
+        """Iterations folded in so far (an int, or ``[N]`` for a batched monitor)."""
+        return int(self._iterations) if self._iterations.ndim == 0 else self._iterations.copy()
 
     @property
     def cumulative(self) -> np.ndarray:
-        """ŝ_t^j per modality (float64)."""
-        return np.array(self.cumulative_values)
+        """ŝ_t^j per modality (float64, the state's shape; 0 before any update)."""
+        counts = np.maximum(self._iterations, 1)[..., None]
+        return self._total / counts
 
     @property
     def last(self) -> np.ndarray:
         """s_t^j of the last iteration per modality (float64)."""
-        return np.array(self.last_values)
+        return self._last.copy()
 
     def update(self, scores: torch.Tensor | np.ndarray) -> None:
-        """Fold in one iteration's scores ``s_t`` (shape ``[M]``, each in ``[0, 1]``)."""
+        """Fold in one iteration's scores ``s_t`` (the state's shape, each in ``[0, 1]``)."""
+        self.update_many(np.asarray(scores, dtype=np.float64)[None])
+
+    def update_many(self, scores: torch.Tensor | np.ndarray, envs: np.ndarray | None = None) -> None:
+        """Fold in consecutive iterations' scores, shape ``[K, *state shape]``, oldest first.
+
+        :param envs: a batched monitor's runs to update (bool ``[N]``); ``None`` = all.
+        """
         values = np.asarray(scores, dtype=np.float64)
-        self.update_many(values.reshape(1, -1) if values.shape == (self.n_modalities,) else values)
-
-    def update_many(self, scores: torch.Tensor | np.ndarray) -> None:
-        """Fold in consecutive iterations' scores, shape ``[K, M]``, oldest first."""
-        rows = scores.tolist()
-        if not rows or not isinstance(rows[0], list) or any(len(row) != self.n_modalities for row in rows):
+        if values.ndim != len(self.shape) + 1 or values.shape[1:] != self.shape or values.shape[0] == 0:
+            expected = "(" + ", ".join(["iterations", *map(str, self.shape)]) + ")"
             raise ValueError(
-                f"scores have shape {tuple(np.shape(scores))}, expected ({self.n_modalities},) or "
-                f"(iterations, {self.n_modalities}): one score per modality"
+                f"scores have shape {values.shape}, expected {self.shape} or {expected}: one score per modality"
             )
-        if not all(math.isfinite(value) for row in rows for value in row):
+        if envs is not None:
+            values, index = values[:, envs], envs
+        else:
+            index = slice(None)
+        if not np.isfinite(values).all():
             raise ValueError(
-                f"modality scores {rows} hold NaN or inf: the logits they come from are not finite (training diverged?)"
+                f"modality scores {values.tolist()} hold NaN or inf: the logits they come from are not finite (training diverged?)"
             )
-        total = self._total
-        for row in rows:
-            for j, value in enumerate(row):
-                total[j] += value
-        self.iterations += len(rows)
-        self.cumulative_values = [value / self.iterations for value in total]
-        self.last_values = [float(value) for value in rows[-1]]
+        self._total[index] += values.sum(axis=0)
+        self._last[index] = values[-1]
+        self._iterations[index] += values.shape[0]
 
-    def relative_gap(self) -> list[float]:
+    def relative_gap(self) -> np.ndarray:
         """``ŝ^j - mean_k ŝ^k``: below zero for a modality that lags behind the others."""
-        mean = sum(self.cumulative_values) / self.n_modalities
-        return [value - mean for value in self.cumulative_values]
+        cumulative = self.cumulative
+        return cumulative - cumulative.mean(axis=-1, keepdims=True)
 
-    def ratio_to_best(self) -> list[float]:
+    def ratio_to_best(self) -> np.ndarray:
         """``ŝ^j / max_k ŝ^k`` in ``[0, 1]`` (1 for the leading modality; 1 for all before any update)."""
-        best = max(self.cumulative_values)
-        if best <= 0:
-            return [1.0] * self.n_modalities
-        return [value / best for value in self.cumulative_values]
+        cumulative = self.cumulative
+        best = cumulative.max(axis=-1, keepdims=True)
+        return np.where(best > 0, cumulative / np.where(best > 0, best, 1.0), 1.0)

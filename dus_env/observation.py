@@ -65,9 +65,12 @@ SLOTS_V1: tuple[Slot, ...] = (
 
 @dataclass(frozen=True)
 class TrainingStatus:
-    """Everything an observation is made of, gathered by the env or by ``DUSSampler``.
+    """Everything an observation is made of, gathered by the env core or by ``DUSSampler``.
 
-    :param monitor: the discrepancy monitor of the current episode / training run.
+    Each field has the batch shape ``S`` of the observations to build (``()`` for one observation,
+    ``(N,)`` for the vector env), per-modality fields ``S + (M,)``.
+
+    :param monitor: the discrepancy monitor (state shape ``S + (M,)``).
     :param val_modality_accuracy: balanced validation accuracy per modality, in ``[0, 1]``.
     :param val_fused_accuracy: balanced validation accuracy of the fused prediction.
     :param quantities: the last decision's per-modality quantities.
@@ -77,32 +80,35 @@ class TrainingStatus:
     """
 
     monitor: DiscrepancyMonitor
-    val_modality_accuracy: Sequence[float]
-    val_fused_accuracy: float
-    quantities: Sequence[int]
-    progress: float
-    train_loss: float
+    val_modality_accuracy: np.ndarray | Sequence[float]
+    val_fused_accuracy: np.ndarray | float
+    quantities: np.ndarray | Sequence[int]
+    progress: np.ndarray | float
+    train_loss: np.ndarray | float
     n_classes: int
 
 
-def _shares(status: TrainingStatus) -> list[float]:
-    total = float(sum(status.quantities))
-    return [float(q) / total for q in status.quantities]
+def _shares(status: TrainingStatus) -> np.ndarray:
+    quantities = np.asarray(status.quantities, dtype=np.float64)
+    return quantities / quantities.sum(axis=-1, keepdims=True)
 
 
-#: How each slot's values are read from a :class:`TrainingStatus`, as Python floats (before
-#: clipping to the slot's range). Plain floats: a handful of numbers per decision, for which
-#: numpy's per-call overhead would cost more than the arithmetic.
-SLOT_VALUES: dict[str, Callable[[TrainingStatus], list[float]]] = {
-    "cumulative_score": lambda status: status.monitor.cumulative_values,
-    "last_score": lambda status: status.monitor.last_values,
+def _scalar(value: np.ndarray | float) -> np.ndarray:
+    return np.asarray(value, dtype=np.float64)[..., None]
+
+
+#: How each slot's values are read from a :class:`TrainingStatus`: arrays of shape ``S + (width,)``
+#: (before clipping to the slot's range).
+SLOT_VALUES: dict[str, Callable[[TrainingStatus], np.ndarray]] = {
+    "cumulative_score": lambda status: status.monitor.cumulative,
+    "last_score": lambda status: status.monitor.last,
     "score_gap": lambda status: status.monitor.relative_gap(),
     "score_ratio": lambda status: status.monitor.ratio_to_best(),
-    "val_modality_accuracy": lambda status: [float(v) for v in status.val_modality_accuracy],
-    "val_fused_accuracy": lambda status: [float(status.val_fused_accuracy)],
+    "val_modality_accuracy": lambda status: np.asarray(status.val_modality_accuracy, dtype=np.float64),
+    "val_fused_accuracy": lambda status: _scalar(status.val_fused_accuracy),
     "last_share": _shares,
-    "progress": lambda status: [float(status.progress)],
-    "train_loss": lambda status: [status.train_loss / math.log(status.n_classes)],
+    "progress": lambda status: _scalar(status.progress),
+    "train_loss": lambda status: _scalar(status.train_loss) / math.log(status.n_classes),
 }
 
 
@@ -171,21 +177,19 @@ class ObservationLayout:
         ]
 
     def build(self, status: TrainingStatus) -> np.ndarray:
-        """The observation vector for ``status``: the one place observations are made."""
+        """The observation(s) for ``status``, float32 ``S + (size,)``: the one place observations are made."""
         monitor = status.monitor
         if monitor.n_modalities != self.n_modalities:
             raise ValueError(f"monitor tracks {monitor.n_modalities} modalities, layout expects {self.n_modalities}")
-        values: list[float] = []
-        for name in self._names:
-            values += SLOT_VALUES[name](status)
-        if len(values) != self.size:
-            raise ValueError(f"status gives {len(values)} observation values, layout v{self.version} expects {self.size}")
+        batch_shape = monitor.shape[:-1]
+        parts = [np.broadcast_to(SLOT_VALUES[name](status), (*batch_shape, width)) for name, width in self._widths]
+        values = np.concatenate(parts, axis=-1)
         low, high = self._bounds
-        return np.clip(np.array(values), low, high).astype(np.float32)
+        return np.clip(values, low, high).astype(np.float32)
 
     @cached_property
-    def _names(self) -> tuple[str, ...]:
-        return tuple(slot.name for slot in self.slots)
+    def _widths(self) -> tuple[tuple[str, int], ...]:
+        return tuple((slot.name, self._width(slot)) for slot in self.slots)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready description, saved with exported policies and printed in the docs."""

@@ -81,3 +81,17 @@ def check_split_fractions(owner: str, val_fraction: Any, test_fraction: Any) -> 
     if val_fraction + test_fraction >= 0.9:
         fail(owner, "test_fraction", test_fraction,
              f"val_fraction + test_fraction must stay below 0.9 to leave training data (val_fraction={val_fraction})")
+
+
+def check_device(owner: str, field: str, value: Any) -> None:
+    """``"cpu"``, ``"cuda"`` or ``"cuda:<index>"``, and a CUDA device only where one is available."""
+    if not isinstance(value, str) or not (value in ("cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit())):
+        fail(owner, field, value, "expected 'cpu', 'cuda' or 'cuda:<index>'")
+    if value.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            fail(owner, field, value, "CUDA is not available on this machine: use 'cpu'")
+        index = int(value[5:]) if ":" in value else 0
+        if index >= torch.cuda.device_count():
+            fail(owner, field, value, f"this machine has {torch.cuda.device_count()} CUDA device(s)")

@@ -1,0 +1,159 @@
+"""``N`` multimodal models of one shape, with their parameters stacked in one flat buffer.
+
+Each model is the one :class:`dus_env.models.MultimodalModel` describes: per modality an MLP encoder
+``f_j`` (``Linear + ReLU`` per layer, embedding included) and a linear head ``h_j`` (or one head
+shared by all modalities), unimodal logits ``h_j(f_j(x^j))`` whose sum is the fused prediction.
+
+Layout: parameter tensor ``t`` (a weight ``[N, in, out]`` or a bias ``[N, out]``) is a contiguous
+block of the 1-D buffer ``flat``; gradients live in ``grad`` with the same layout, and autograd
+accumulates into them in place. So the optimizer updates every parameter of every env in a few
+operations on ``flat``, and a *segment* (the blocks of one modality's encoder, or of the heads) is
+one contiguous range of it, which the alternating learner updates alone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..models import MultimodalModel
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One linear layer of every env: weight ``[N, in, out]``, bias ``[N, out]`` (views into ``flat``)."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+
+    @property
+    def in_features(self) -> int:
+        return int(self.weight.shape[1])
+
+
+class StackedModel:
+    """The parameters and forward passes of ``n_envs`` models (see the module docstring).
+
+    :param n_envs: number of models ``N``.
+    :param feature_dims: input dimension of each modality.
+    :param n_classes: number of classes.
+    :param hidden_sizes: hidden layer widths of every encoder.
+    :param embedding_dim: width of each encoder's output.
+    :param shared_head: one head for all modalities instead of one per modality.
+    :param device: where the parameters live.
+    """
+
+    def __init__(
+        self,
+        n_envs: int,
+        feature_dims: tuple[int, ...],
+        n_classes: int,
+        hidden_sizes: tuple[int, ...],
+        embedding_dim: int,
+        shared_head: bool,
+        device: torch.device,
+    ) -> None:
+        self.n_envs = n_envs
+        self.feature_dims = tuple(feature_dims)
+        self.n_classes = n_classes
+        self.hidden_sizes = tuple(hidden_sizes)
+        self.embedding_dim = embedding_dim
+        self.shared_head = shared_head
+        encoder_shapes = [self._encoder_shapes(dim) for dim in feature_dims]
+        n_heads = 1 if shared_head else len(feature_dims)
+        head_shapes = [(embedding_dim, n_classes)] * n_heads
+        per_env = sum(i * o + o for shapes in encoder_shapes for i, o in shapes) + sum(i * o + o for i, o in head_shapes)
+        self.flat = torch.zeros(n_envs * per_env, device=device)
+        self.grad = torch.zeros_like(self.flat)
+        #: int64 ``[N * P]``: the env of each element of ``flat`` (for per-env optimizer factors).
+        self.element_env = torch.empty(0, dtype=torch.int64, device=device)
+        self._offset = 0
+        self._env_index_parts: list[torch.Tensor] = []
+        #: Ranges of ``flat``: ``segments[j]`` is modality ``j``'s encoder, ``segments[-1]`` the head(s).
+        self.segments: list[tuple[int, int]] = []
+        self.encoders: list[list[Layer]] = []
+        for shapes in encoder_shapes:
+            start = self._offset
+            self.encoders.append([self._layer(i, o) for i, o in shapes])
+            self.segments.append((start, self._offset))
+        start = self._offset
+        self.heads = [self._layer(i, o) for i, o in head_shapes]
+        self.segments.append((start, self._offset))
+        self.element_env = torch.cat(self._env_index_parts)
+        del self._env_index_parts
+
+    def _encoder_shapes(self, input_dim: int) -> list[tuple[int, int]]:
+        widths = (input_dim, *self.hidden_sizes, self.embedding_dim)
+        return list(zip(widths[:-1], widths[1:]))
+
+    def _block(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """A parameter of every env: a contiguous block of ``flat`` whose gradient is the same block of ``grad``."""
+        size = self.n_envs * math.prod(shape)
+        data = self.flat[self._offset : self._offset + size].view(self.n_envs, *shape)
+        parameter = nn.Parameter(data)
+        parameter.grad = self.grad[self._offset : self._offset + size].view(self.n_envs, *shape)
+        self._env_index_parts.append(
+            torch.arange(self.n_envs, device=self.flat.device).repeat_interleave(math.prod(shape))
+        )
+        self._offset += size
+        return parameter
+
+    def _layer(self, in_features: int, out_features: int) -> Layer:
+        return Layer(self._block((in_features, out_features)), self._block((out_features,)))
+
+    @property
+    def n_modalities(self) -> int:
+        return len(self.encoders)
+
+    def layers(self) -> list[Layer]:
+        """Every layer, in the order :meth:`MultimodalModel.reset_parameters` visits them."""
+        return [layer for encoder in self.encoders for layer in encoder] + self.heads
+
+    # -- forward passes --------------------------------------------------------------------------
+
+    def modality_logits(self, modality: int, x: torch.Tensor, envs: torch.Tensor | slice | None = None) -> torch.Tensor:
+        """Modality ``modality``'s logits ``[n, R, C]`` for inputs ``x [n, R, d]``.
+
+        :param envs: the envs the rows of ``x`` belong to (int64 ``[n]`` or a slice); ``None`` = all, in order.
+        """
+        head = self.heads[modality if len(self.heads) > 1 else 0]
+        h = x
+        for layer in (*self.encoders[modality], head):
+            weight, bias = (layer.weight, layer.bias) if envs is None else (layer.weight[envs], layer.bias[envs])
+            h = torch.baddbmm(bias.unsqueeze(1), h, weight)
+            if layer is not head:
+                # In place: baddbmm's backward does not need its output, and a fresh tensor per layer
+                # would double the memory traffic of these memory-bound element-wise passes.
+                h = h.relu_()
+        return h
+
+    # -- per-env state ---------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def reset_env(self, env: int, generator: torch.Generator) -> None:
+        """Re-draw env ``env``'s parameters: PyTorch's default ``nn.Linear`` init, from ``generator``.
+
+        The draws (weight ``[out, in]`` then bias, layer by layer) are those of
+        :meth:`dus_env.models.MultimodalModel.reset_parameters`, so :meth:`to_module` of a fresh env
+        equals a ``MultimodalModel`` initialised from the same generator state.
+        """
+        for layer in self.layers():
+            in_features, out_features = layer.weight.shape[1:]
+            bound = 1.0 / math.sqrt(in_features)
+            weight = torch.empty(out_features, in_features).uniform_(-bound, bound, generator=generator)
+            bias = torch.empty(out_features).uniform_(-bound, bound, generator=generator)
+            layer.weight[env].copy_(weight.T)
+            layer.bias[env].copy_(bias)
+
+    @torch.no_grad()
+    def to_module(self, env: int) -> MultimodalModel:
+        """A copy of env ``env``'s model as an ordinary ``nn.Module`` (CPU), e.g. to inspect or keep it."""
+        module = MultimodalModel(self.feature_dims, self.n_classes, self.hidden_sizes, self.embedding_dim, self.shared_head)
+        linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+        for linear, layer in zip(linears, self.layers()):
+            linear.weight.copy_(layer.weight[env].T)
+            linear.bias.copy_(layer.bias[env])
+        return module
