@@ -158,7 +158,7 @@ def test_observation_layout_names_every_slot(make_tiny_env: MakeEnv) -> None:
     assert layout.read(observation, "last_share").tolist() == pytest.approx([1 / 3] * 3)
     assert layout.read(observation, "val_fused_accuracy")[0] == pytest.approx(info["val_fused_accuracy"], abs=1e-6)
     observation, *_ = env.step(np.zeros(3, dtype=np.float32))
-    scores = env.unwrapped.monitor.cumulative
+    scores = env.unwrapped.monitor.cumulative[0]
     assert layout.read(observation, "cumulative_score") == pytest.approx(scores, abs=1e-6)
     assert layout.read(observation, "score_gap") == pytest.approx(scores - scores.mean(), abs=1e-6)
 

@@ -162,14 +162,14 @@ def test_sampler_reproduces_env_observations_for_the_same_history() -> None:
                                    total_decisions=config.decision_steps, temperature=0.05)
     observation, info = env.reset(seed=11)
     records = []
-    original = core._learner.collect
+    original = core.core.learner.run
 
-    def recording():
-        record = original()
+    def recording(quantities, repeats):
+        record = original(quantities, repeats)
         records.append(record)
         return record
 
-    core._learner.collect = recording
+    core.core.learner.run = recording
     terminated = False
     decisions = 0
     while not terminated:
@@ -181,7 +181,7 @@ def test_sampler_reproduces_env_observations_for_the_same_history() -> None:
         observation, _, terminated, _, info = env.step(agent.act(observation))
         assert info["quantities"] == quantities.tolist()
         record = records.pop()
-        for loss, scores in zip(record.losses, record.scores):  # replayed one iteration at a time
+        for loss, scores in zip(record.losses[:, 0], record.scores[:, 0]):  # replayed one iteration at a time
             sampler.observe_scores(scores, loss)
         decisions += 1
     assert decisions == config.decision_steps

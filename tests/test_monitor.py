@@ -46,6 +46,6 @@ def test_reset_clears_and_shape_is_checked() -> None:
     monitor.update(torch.tensor([0.3, 0.2, 0.1]))
     monitor.reset()
     assert monitor.iterations == 0 and monitor.cumulative.sum() == 0
-    assert monitor.ratio_to_best() == [1.0, 1.0, 1.0]
+    assert monitor.ratio_to_best().tolist() == [1.0, 1.0, 1.0]
     with pytest.raises(ValueError, match="one score per modality"):
         monitor.update(torch.tensor([0.1, 0.2]))

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ..monitor import true_class_probability
 from .data import INT64_MAX, RowStreams, StackedSplit
 from .model import StackedModel
 from .optim import StackedOptimizer
@@ -67,10 +68,7 @@ def modality_scores(logits: torch.Tensor, batches: ModalityBatches) -> torch.Ten
     """``s^j`` of every iteration and env ``[K, N]`` from the step's logits ``[K, N, W, C]``: the mean
     softmax probability of the true class over the valid rows (the score formula, see
     :mod:`dus_env.monitor`), one batched softmax for the whole step."""
-    # p_true = 1 / sum_c exp(z_c - z_true): the softmax probability of the true class without a
-    # softmax over the short class axis, which PyTorch's CPU kernels handle several times slower.
-    true_logits = logits.gather(-1, batches.labels.transpose(0, 1).unsqueeze(-1))
-    probability = (logits - true_logits).exp_().sum(dim=-1).reciprocal_()
+    probability = true_class_probability(logits, batches.labels.transpose(0, 1))
     if batches.valid is None:
         return probability.mean(dim=-1)
     return (probability * batches.valid).sum(dim=-1) / batches.counts

@@ -62,28 +62,48 @@ class StackedModel:
         self.hidden_sizes = tuple(hidden_sizes)
         self.embedding_dim = embedding_dim
         self.shared_head = shared_head
-        encoder_shapes = [self._encoder_shapes(dim) for dim in feature_dims]
-        n_heads = 1 if shared_head else len(feature_dims)
-        head_shapes = [(embedding_dim, n_classes)] * n_heads
-        per_env = sum(i * o + o for shapes in encoder_shapes for i, o in shapes) + sum(i * o + o for i, o in head_shapes)
-        self.flat = torch.zeros(n_envs * per_env, device=device)
+        self.flat = torch.zeros(n_envs * self._params_per_env(), device=device)
         self.grad = torch.zeros_like(self.flat)
-        #: int64 ``[N * P]``: the env of each element of ``flat`` (for per-env optimizer factors).
-        self.element_env = torch.empty(0, dtype=torch.int64, device=device)
+        self._build_views()
+
+    def _params_per_env(self) -> int:
+        shapes = [shape for encoder in self._encoder_shape_lists() for shape in encoder] + self._head_shapes()
+        return sum(i * o + o for i, o in shapes)
+
+    def _encoder_shape_lists(self) -> list[list[tuple[int, int]]]:
+        return [self._encoder_shapes(dim) for dim in self.feature_dims]
+
+    def _head_shapes(self) -> list[tuple[int, int]]:
+        return [(self.embedding_dim, self.n_classes)] * (1 if self.shared_head else len(self.feature_dims))
+
+    def _build_views(self) -> None:
+        """The per-layer parameters as views of ``flat`` (and their gradients of ``grad``)."""
         self._offset = 0
         self._env_index_parts: list[torch.Tensor] = []
         #: Ranges of ``flat``: ``segments[j]`` is modality ``j``'s encoder, ``segments[-1]`` the head(s).
         self.segments: list[tuple[int, int]] = []
         self.encoders: list[list[Layer]] = []
-        for shapes in encoder_shapes:
+        for shapes in self._encoder_shape_lists():
             start = self._offset
             self.encoders.append([self._layer(i, o) for i, o in shapes])
             self.segments.append((start, self._offset))
         start = self._offset
-        self.heads = [self._layer(i, o) for i, o in head_shapes]
+        self.heads = [self._layer(i, o) for i, o in self._head_shapes()]
         self.segments.append((start, self._offset))
+        #: int64 ``[N * P]``: the env of each element of ``flat`` (for per-env optimizer factors).
         self.element_env = torch.cat(self._env_index_parts)
         del self._env_index_parts
+
+    def __getstate__(self) -> dict:
+        # Parameters pickle without their ``.grad``; the views are rebuilt from the two buffers instead.
+        state = dict(self.__dict__)
+        for name in ("encoders", "heads", "segments", "element_env"):
+            state.pop(name)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._build_views()
 
     def _encoder_shapes(self, input_dim: int) -> list[tuple[int, int]]:
         widths = (input_dim, *self.hidden_sizes, self.embedding_dim)
