@@ -2,7 +2,7 @@
 
 Usage::
 
-    python train_agent.py                                   # PPO on dus_env/Synthetic-v0 (~4 min on 2 cores)
+    python train_agent.py                                   # PPO on dus_env/Synthetic-v0 (about a minute on 2 cores)
     python train_agent.py --algo a2c --seed 1
     python train_agent.py --algo reinforce --env dus_env/MFeat-v0
     python train_agent.py --env-kwargs decision_steps=40 gap_penalty=0.5
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 import warnings
@@ -58,7 +59,8 @@ class Args:
     env: str = field(default="dus_env/Synthetic-v0", metadata={"help": "Gymnasium id of a DUS environment (dus_env/Synthetic-v0, dus_env/MFeat-v0, ...)"})
     env_kwargs: list[str] = field(default_factory=list, metadata={"help": "env config overrides for gymnasium.make: a JSON object, or key=value pairs with YAML values, dotted keys for nested fields (decision_steps=40 learner.hidden_sizes=[16])"})
     timesteps: int | None = field(default=None, metadata={"help": "total environment steps (default: n_timesteps of the hyperparameter file)"})
-    n_envs: int | None = field(default=None, metadata={"help": "parallel training envs, in subprocesses when > 1 (default: n_envs of the hyperparameter file)"})
+    n_envs: int | None = field(default=None, metadata={"help": "parallel training envs (default: n_envs of the hyperparameter file)"})
+    vec: str = field(default="native", metadata={"help": "how the training envs run: native (one batched computation in this process, fastest), subproc (one process per env) or dummy (one after another in this process)"})
     seed: int = field(default=0, metadata={"help": "seed of the policy, the training episodes and the exploration"})
     hyperparams: list[str] = field(default_factory=list, metadata={"help": "key=value overrides of agents/hyperparams/<algo>.yml, values in YAML (learning_rate=1e-4 'policy_kwargs=dict(net_arch=[32, 32])')"})
     run_dir: str | None = field(default=None, metadata={"help": "output folder (default: runs/<algo>_<env-name>_<seed>)"})
@@ -96,7 +98,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     ``training.py`` (the SB3 and DUS-R loops, export) and ``callbacks.py`` (SB3 callbacks, eval log).
     """
     args = parse_args(argv)
-    torch.set_num_threads(1)
     # Harmless: without VecNormalize the eval env is a DummyVecEnv and the training env a SubprocVecEnv.
     warnings.filterwarnings("ignore", message="Training and eval env are not of the same type")
     start_time = time.perf_counter()
@@ -105,6 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if started is None:
             return 0
         run, resume_steps = started
+        # The native vector env trains all envs in this process and uses every core; with processes
+        # (subproc) or the in-process loop (dummy), one thread per process is fastest for these models.
+        torch.set_num_threads((os.cpu_count() or 1) if run.vec == "native" else 1)
         trained: Trained
         if run.is_reinforce:
             trained, interrupted = train_reinforce(run, resume_steps, not args.no_progress)

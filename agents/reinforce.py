@@ -323,8 +323,12 @@ class ReinforceAgent(Agent):
 
     def _run_round(self, venv: VecEnv, seeds: list[int]) -> list[dict[str, Any]]:
         """One episode per env, reset with ``seeds``, in lockstep until every one has ended."""
-        # VecEnvs reset finished episodes without a seed, so each round's episodes are reset explicitly.
-        observations = np.stack([venv.env_method("reset", seed=s, indices=[i])[0][0] for i, s in enumerate(seeds)])
+        # VecEnvs reset finished episodes without a seed, so each round's episodes are reset explicitly:
+        # in one batched reset on the native vector env, env by env on others.
+        if hasattr(venv, "reset_with_seeds"):
+            observations = venv.reset_with_seeds(seeds)
+        else:
+            observations = np.stack([venv.env_method("reset", seed=s, indices=[i])[0][0] for i, s in enumerate(seeds)])
         episodes = [{"raw_obs": [], "obs": [], "actions": [], "rewards": [], "infos": []} for _ in seeds]
         active = np.ones(len(seeds), dtype=bool)
         std = self.policy.log_std.detach().exp()

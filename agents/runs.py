@@ -44,6 +44,10 @@ _CHECKPOINT_NAME = re.compile(
 )
 
 
+#: How the training envs run (``--vec``): the native batched vector env, subprocesses, or one after another.
+VEC_KINDS = ("native", "subproc", "dummy")
+
+
 class UsageError(Exception):
     """Bad input: reported in one line, exit code 2."""
 
@@ -56,6 +60,7 @@ class RunOptions(Protocol):
     env_kwargs: list[str]
     timesteps: int | None
     n_envs: int | None
+    vec: str
     seed: int
     hyperparams: list[str]
     run_dir: str | None
@@ -77,6 +82,7 @@ class Run:
     seed: int
     hyperparams: dict[str, Any]
     n_envs: int
+    vec: str
     total_timesteps: int
     eval_freq: int
     eval_episodes: int
@@ -103,7 +109,9 @@ class Run:
         return [self.eval_seed + i for i in range(self.eval_episodes)]
 
     def make_env(self) -> gym.Env:
-        return gym.make(self.env_id, **self.env_kwargs)
+        """One env of the run; with ``vec="native"`` it leaves torch's thread count (every core) alone."""
+        defaults = {"torch_threads": None} if self.vec == "native" else {}
+        return gym.make(self.env_id, **{**defaults, **self.env_kwargs})
 
     def to_config(self) -> dict[str, Any]:
         """What ``config.yml`` holds: enough to rerun or resume, plus provenance."""
@@ -114,6 +122,7 @@ class Run:
             "seed": self.seed,
             "total_timesteps": self.total_timesteps,
             "n_envs": self.n_envs,
+            "vec": self.vec,
             "hyperparams": self.hyperparams,
             "eval": {"freq": self.eval_freq, "episodes": self.eval_episodes, "seed": self.eval_seed},
             "checkpoint_freq": self.checkpoint_freq,
@@ -170,6 +179,8 @@ def resolve_run(options: RunOptions) -> Run:
             raise UsageError(f"--{name.replace('_', '-')}={getattr(options, name)} is invalid: expected 0 (off) or a positive number of steps")
     if options.eval_episodes < 1:
         raise UsageError(f"--eval-episodes={options.eval_episodes} is invalid: expected at least 1")
+    if options.vec not in VEC_KINDS:
+        raise UsageError(f"--vec={options.vec!r} is invalid: expected one of {', '.join(VEC_KINDS)}")
     env = probe_env(options.env, env_kwargs, options.eval_seed)
     try:
         check_algorithm_hyperparams(algo, hyperparams, env)
@@ -183,6 +194,7 @@ def resolve_run(options: RunOptions) -> Run:
         seed=options.seed,
         hyperparams=hyperparams,
         n_envs=n_envs,
+        vec=options.vec,
         total_timesteps=total_timesteps,
         eval_freq=options.eval_freq,
         eval_episodes=options.eval_episodes,
@@ -214,6 +226,8 @@ def resume_run(options: RunOptions) -> tuple[Run, dict[str, Any]]:
             seed=saved["seed"],
             hyperparams=hyperparams,
             n_envs=saved["n_envs"],
+            # Runs from before the native vector env ran their envs in subprocesses.
+            vec=saved.get("vec", "subproc"),
             total_timesteps=run_settings(hyperparams)[1],
             eval_freq=saved["eval"]["freq"],
             eval_episodes=saved["eval"]["episodes"],
@@ -274,7 +288,9 @@ def check_algorithm_hyperparams(algo: str, hyperparams: dict[str, Any], env: gym
     kwargs = sb3_constructor_kwargs(algorithm, hyperparams)
     vec_normalize_kwargs(hyperparams)
     try:
-        algorithm(env=DummyVecEnv([lambda: env]), _init_setup_model=False, **{**kwargs, "device": "cpu"})
+        # As many envs as the run has (cheap: nothing is reset): PPO checks its batch size against n_steps * n_envs.
+        copies = [lambda: env] + [lambda: gym.make(env.spec) for _ in range(hyperparams["n_envs"] - 1)]  # type: ignore[arg-type]
+        algorithm(env=DummyVecEnv(copies), _init_setup_model=False, **{**kwargs, "device": "cpu"})
     except (AssertionError, TypeError, ValueError) as error:
         raise UsageError(f"cannot use {algorithm.__name__} on {env.spec.id if env.spec else 'this env'}: {error}") from error
 

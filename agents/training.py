@@ -21,7 +21,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, ProgressBarCallback
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecMonitor, VecNormalize
 
 
 from .base import Agent
@@ -37,6 +37,7 @@ from .callbacks import (
     sb3_checkpoint_names,
 )
 from .export import export_reinforce_policy, export_sb3_policy
+from .native_vec_env import NativeVecEnv, make_native_vec_env
 from .reinforce import ReinforceAgent, ReinforceUpdate
 from .results import write_bytes
 from .rollout import EpisodeResult, run_episode
@@ -80,11 +81,25 @@ def env_factory(env_id: str, env_kwargs: dict[str, Any], in_subprocess: bool) ->
     return make
 
 
-def make_vec_env(run: Run) -> VecEnv:
-    """The training envs: ``SubprocVecEnv`` (forkserver) when more than one, else ``DummyVecEnv``."""
-    if run.n_envs > 1:
-        return SubprocVecEnv([env_factory(run.env_id, run.env_kwargs, True) for _ in range(run.n_envs)], start_method="forkserver")
-    return DummyVecEnv([env_factory(run.env_id, run.env_kwargs, False)])
+def make_vec_env(run: Run, n_envs: int | None = None) -> VecEnv:
+    """``n_envs`` (default: the run's) envs as ``--vec`` says: the native batched vector env, a
+    ``SubprocVecEnv`` (forkserver; a ``DummyVecEnv`` for a single env) or a ``DummyVecEnv``.
+
+    Native envs are not wrapped in ``Monitor``s: SB3 runs wrap the whole vector env in a
+    ``VecMonitor`` (:func:`monitored`), DUS-R keeps its own episode records.
+    """
+    n_envs = run.n_envs if n_envs is None else n_envs
+    if run.vec == "native":
+        # Every core for the batched computation, unless the run's env kwargs say otherwise.
+        return make_native_vec_env(run.env_id, n_envs, {"torch_threads": None, **run.env_kwargs})
+    if run.vec == "subproc" and n_envs > 1:
+        return SubprocVecEnv([env_factory(run.env_id, run.env_kwargs, True) for _ in range(n_envs)], start_method="forkserver")
+    return DummyVecEnv([env_factory(run.env_id, run.env_kwargs, False) for _ in range(n_envs)])
+
+
+def monitored(venv: VecEnv) -> VecEnv:
+    """Episode returns and lengths for SB3's logs: per env (``Monitor``) or, for the native env, a ``VecMonitor``."""
+    return VecMonitor(venv) if isinstance(venv, NativeVecEnv) else venv
 
 
 def shutdown(venv: VecEnv, interrupted: bool) -> None:
@@ -116,7 +131,7 @@ def train_sb3(run: Run, resume_steps: int | None, progress: bool) -> tuple[BaseA
     """
     algorithm = get_algorithm_class(run.algo)
     norm_kwargs = vec_normalize_kwargs(run.hyperparams)
-    venv = make_vec_env(run)
+    venv = monitored(make_vec_env(run))
     if resume_steps is not None:
         model_name, stats_name = sb3_checkpoint_names(resume_steps)
         if norm_kwargs is not None:
@@ -144,7 +159,8 @@ def train_sb3(run: Run, resume_steps: int | None, progress: bool) -> tuple[BaseA
     eval_venv: VecEnv | None = None
     if run.eval_freq > 0:
         # One env per episode (see DUSEvalCallback); statistics are synced from training, frozen here.
-        eval_venv = DummyVecEnv([env_factory(run.env_id, run.env_kwargs, False) for _ in run.eval_seeds])
+        eval_venv = monitored(make_vec_env(run, len(run.eval_seeds)) if run.vec == "native" else
+                              DummyVecEnv([env_factory(run.env_id, run.env_kwargs, False) for _ in run.eval_seeds]))
         if norm_kwargs is not None:
             eval_venv = VecNormalize(eval_venv, training=False, **{**norm_kwargs, "norm_reward": False})
         log = EvaluationLog(run.run_dir / "eval" / "evaluations.npz")
