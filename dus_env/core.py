@@ -171,10 +171,11 @@ class TrainingCore:
     def step(self, quantities: np.ndarray) -> StepOutcome:
         """One decision step of every env with integer quantities ``[N, M]``.
 
-        Every env is trained; the caller decides what to report for envs whose episode had already
-        ended (the vector env resets them right after, which overwrites all their state).
+        Every env is trained; an env whose episode had already ended is stepped for nothing and
+        reports no new end (the vector env resets it right after, which overwrites all its state).
         """
         config = self.config
+        running = ~self.done
         quantities = np.asarray(quantities, dtype=np.int64).reshape(self.n_envs, self.n_modalities)
         record = self.learner.run(quantities, config.iterations_per_step)
         evaluation = evaluate_split(self.model, self.val)
@@ -196,7 +197,8 @@ class TrainingCore:
         self.val_modality[healthy] = modality[healthy]
         rewards = np.where(diverged, -config.divergence_penalty, accuracy_gain + gap_penalty)
         self.observations[healthy] = self._observe()[healthy]
-        terminated = diverged | (self.step_index >= config.decision_steps)
+        # Only a running episode can end; an env stepped after its end (until its reset) reports nothing.
+        terminated = running & (diverged | (self.step_index >= config.decision_steps))
         self.done |= terminated
         ended = np.flatnonzero(terminated)
         final = self._final_metrics(ended) if ended.size else None

@@ -140,7 +140,7 @@ class DUSVectorEnv(VectorEnv):
         outcome = self.core.step(self._quantities(actions, resetting))
         observations, rewards, terminated = outcome.observations, outcome.rewards, outcome.terminated.copy()
         if self.autoreset_mode == AutoresetMode.NEXT_STEP:
-            infos = self._infos(outcome, ended=terminated & ~resetting)
+            infos = self._infos(outcome, ended=terminated)
             if resetting.any():
                 envs = np.flatnonzero(resetting)
                 after = self.core.reset(envs, self._draw_seeds(envs))
