@@ -138,7 +138,7 @@ class DUSVectorEnv(VectorEnv):
             raise gym.error.ResetNeeded("DUSVectorEnv.step called before reset(): call reset()")
         resetting = self._autoreset.copy() if self.autoreset_mode == AutoresetMode.NEXT_STEP else np.zeros(self.num_envs, dtype=bool)
         outcome = self.core.step(self._quantities(actions, resetting))
-        observations, rewards, terminated = outcome.observations, outcome.rewards, outcome.terminated.copy()
+        observations, rewards, terminated = outcome.observations.copy(), outcome.rewards.copy(), outcome.terminated.copy()
         if self.autoreset_mode == AutoresetMode.NEXT_STEP:
             infos = self._infos(outcome, ended=terminated)
             if resetting.any():
@@ -156,7 +156,7 @@ class DUSVectorEnv(VectorEnv):
                 final_infos = self._infos(outcome, ended=terminated, only=terminated)
                 final_observations = np.full(self.num_envs, None, dtype=object)
                 for env in envs.tolist():
-                    final_observations[env] = outcome.observations[env]
+                    final_observations[env] = outcome.observations[env].copy()
                 after = self.core.reset(envs, self._draw_seeds(envs))
                 observations[envs] = after.observations[envs]
                 self._overwrite_with_reset(infos, after, terminated)
