@@ -23,6 +23,9 @@ traces.csv (one row per decision step), summary.csv and summary.json (the tables
 env configs, package versions) and, per env, <env>_trajectories.png and <env>_final_accuracy.png.
 Files are replaced atomically; episodes.csv and traces.csv are rewritten every few seconds while
 episodes finish and when the run stops, so an interrupted run keeps every finished episode.
+
+Each agent's episodes on an env (up to 64 seeds at a time) run together in the native batched
+vector env (dus_env.DUSVectorEnv): the same episodes as one env per seed, in one computation.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import multiprocessing
+import os
 import sys
 import time
 import traceback
@@ -39,6 +43,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
+import torch
 import yaml
 from tqdm import tqdm
 
@@ -53,11 +58,11 @@ from agents.benchmark import (
     check_plan,
     env_tables,
     init_worker,
-    limit_threads,
     make_plan,
     parse_env_kwargs,
     print_tables,
-    run_job,
+    batches,
+    run_batch,
     summarize_env,
     summary_row,
 )
@@ -177,24 +182,26 @@ def load_suite(path: Path, name: str) -> dict[str, Any]:
 
 
 def run_episodes(jobs: list[EpisodeJob], workers: int) -> Iterator[tuple[EpisodeJob, EpisodeResult]]:
-    """Yield ``(job, result)`` as episodes finish: in this process for one worker, else in a process pool.
+    """Yield ``(job, result)`` as batches finish: each batch is one agent's episodes on one env, stepped
+    together in the native vector env; in this process (every core) for one worker, else in a pool.
 
     Worker processes start with forkserver (spawn where unavailable): a forked copy of a parent that
-    already ran torch can deadlock, and each worker builds its own env and agent anyway.
+    already ran torch can deadlock, and each worker builds its own envs and agents anyway.
     """
+    work = batches(jobs)
     if workers <= 1:
-        limit_threads()
-        for job in jobs:
-            yield job, run_job(job)
+        torch.set_num_threads(os.cpu_count() or 1)
+        for batch in work:
+            yield from zip(batch, run_batch(batch))
         return
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context(method), initializer=init_worker)
+    pool = ProcessPoolExecutor(min(workers, len(work)), mp_context=multiprocessing.get_context(method), initializer=init_worker)
     try:
-        futures: dict[Future[EpisodeResult], EpisodeJob] = {pool.submit(run_job, job): job for job in jobs}
+        futures: dict[Future[list[EpisodeResult]], list[EpisodeJob]] = {pool.submit(run_batch, batch): batch for batch in work}
         for future in as_completed(futures):
-            yield futures[future], future.result()
+            yield from zip(futures[future], future.result())
     finally:
-        # On an error or Ctrl-C: drop the queued episodes; running ones finish and are discarded.
+        # On an error or Ctrl-C: drop the queued batches; running ones finish and are discarded.
         pool.shutdown(wait=False, cancel_futures=True)
 
 

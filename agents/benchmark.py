@@ -8,6 +8,7 @@ a command line and to files. The worker entry point must also live in an importa
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -24,7 +25,7 @@ from dus_env.validation import ConfigError
 
 from . import cli
 from .base import Agent
-from .rollout import EpisodeResult, run_episode
+from .rollout import EpisodeResult, run_episode_batch
 from .specs import AgentSpec, AgentSpecError, make_agent, parse_spec, resolve_spec, with_unique_labels
 from .stats import PairedComparison, Summary, paired_comparison, summarize
 
@@ -224,36 +225,52 @@ def _pick_baseline(specs: Sequence[AgentSpec], baseline: str | None) -> str:
 
 # -- running -------------------------------------------------------------------------------------
 
-# Per-process cache: env and agent are built once per (env, kwargs, spec) and reused across seeds.
-# Reuse cannot change results: ``reset(seed)`` redraws everything the episode depends on, and
-# agents are reset with the episode seed.
+# Per-process cache: the probe env and agent of a (env, kwargs, spec) are built once and reused.
+# Reuse cannot change results: ``reset(seed)`` redraws everything an episode depends on, and every
+# episode gets its own copy of the agent, reset with the episode seed.
 _CACHE: dict[tuple[str, str, str], tuple[gym.Env, Agent]] = {}
+
+#: Episodes stepped together in one native vector env (one batch = one agent on one env).
+BATCH_SIZE = 64
 
 
 def limit_threads() -> None:
-    """One torch thread per process: the models are tiny, and parallel episodes would contend for cores."""
+    """One torch thread per process: parallel worker processes would contend for cores."""
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
 
 
 def init_worker() -> None:
-    """Worker process setup: one thread, and Ctrl-C left to the parent (it stops handing out episodes)."""
+    """Worker process setup: one thread, and Ctrl-C left to the parent (it stops handing out batches)."""
     limit_threads()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def run_job(job: EpisodeJob) -> EpisodeResult:
-    """Run one episode (in a worker or in-process); the result's ``agent`` is the display name."""
-    key = (job.env_id, json.dumps(dict(job.env_kwargs), sort_keys=True), job.spec)
+def batches(jobs: Sequence[EpisodeJob], size: int = BATCH_SIZE) -> list[list[EpisodeJob]]:
+    """The jobs grouped into batches of one agent on one env (at most ``size`` seeds each), in plan order."""
+    groups: dict[tuple[str, str, str], list[EpisodeJob]] = {}
+    for job in jobs:
+        groups.setdefault((job.env_id, job.spec, job.label), []).append(job)
+    return [group[start : start + size] for group in groups.values() for start in range(0, len(group), size)]
+
+
+def run_batch(jobs: Sequence[EpisodeJob]) -> list[EpisodeResult]:
+    """One agent's episodes on one env (``jobs`` share env, kwargs and spec), stepped together in the
+    native vector env (:func:`agents.rollout.run_episode_batch`); results in the order of ``jobs``."""
+    first = jobs[0]
+    key = (first.env_id, json.dumps(dict(first.env_kwargs), sort_keys=True), first.spec)
     if key not in _CACHE:
-        env = gym.make(job.env_id, **job.env_kwargs)
-        # An untimed reset: a process's first episode would otherwise be charged about a second of
-        # one-time start-up (torch's lazy initialisation) in its wall time.
-        env.reset(seed=job.seed)
-        _CACHE[key] = (env, make_agent(job.spec, env, seed=0))
-    env, agent = _CACHE[key]
-    agent.name = job.label
-    return run_episode(env, agent, job.seed, job.env_id)
+        probe = gym.make(first.env_id, **first.env_kwargs)
+        _CACHE[key] = (probe, make_agent(first.spec, probe, seed=0))
+    agent = _CACHE[key][1]
+    agent.name = first.label
+    agents = [copy.deepcopy(agent) for _ in jobs]
+    # The thread count is the caller's: every core in-process, one per worker process.
+    venv = gym.make_vec(first.env_id, num_envs=len(jobs), **{"torch_threads": None, **first.env_kwargs})
+    try:
+        return run_episode_batch(venv, agents, [job.seed for job in jobs], first.env_id)
+    finally:
+        venv.close()
 
 
 # -- summarising ---------------------------------------------------------------------------------

@@ -1,10 +1,11 @@
-"""Run one agent for one episode and keep what benchmarks and plots need."""
+"""Run agents for whole episodes and keep what benchmarks and plots need: one env, or a batch of
+episodes in the native vector env (``dus_env.DUSVectorEnv``), with the same results format."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -31,19 +32,70 @@ class EpisodeResult:
         return float(self.final["test_fused_accuracy"])
 
 
+def trace_entry(info: dict[str, Any], reward: float) -> dict[str, Any]:
+    """One decision step of an episode's trace (an info dict in ``DUSEnv``'s format)."""
+    return {key: info[key] for key in TRACE_KEYS} | {"reward": float(reward)}
+
+
+def final_entries(info: dict[str, Any]) -> dict[str, Any]:
+    """What an episode's last info holds beyond the trace: the final test metrics."""
+    return {key: value for key, value in info.items() if key not in TRACE_KEYS}
+
+
 def run_episode(env: gym.Env, agent: Agent, seed: int, env_id: str = "") -> EpisodeResult:
     """Play one full episode with ``agent`` from ``env.reset(seed=seed)``."""
     start = time.perf_counter()
     agent.reset(seed)
     observation, info = env.reset(seed=seed)
-    trace = [{key: info[key] for key in TRACE_KEYS} | {"reward": 0.0}]
+    trace = [trace_entry(info, 0.0)]
     total = 0.0
     while True:
         action = np.asarray(agent.act(observation), dtype=np.float32)
         observation, reward, terminated, truncated, info = env.step(action)
         total += float(reward)
-        trace.append({key: info[key] for key in TRACE_KEYS} | {"reward": float(reward)})
+        trace.append(trace_entry(info, reward))
         if terminated or truncated:
             break
-    final = {key: value for key, value in info.items() if key not in TRACE_KEYS}
-    return EpisodeResult(agent.name, env_id, seed, total, final, trace, time.perf_counter() - start)
+    return EpisodeResult(agent.name, env_id, seed, total, final_entries(info), trace, time.perf_counter() - start)
+
+
+def run_episode_batch(venv: gym.vector.VectorEnv, agents: Sequence[Agent], seeds: Sequence[int], env_id: str = "") -> list[EpisodeResult]:
+    """Play one episode per env of the native vector env, env ``i`` with ``agents[i]`` from seed ``seeds[i]``.
+
+    The same episodes as :func:`run_episode` with a ``DUSEnv`` on the same seeds (up to float noise
+    of the batched kernels), stepped together. Each episode is recorded until its own end (an env
+    that diverges ends early; it is not stepped for the record after that). Every episode's wall
+    time is the batch's divided by its size.
+    """
+    from .native_vec_env import row_infos
+
+    start = time.perf_counter()
+    n = len(seeds)
+    if venv.num_envs != n or len(agents) != n:
+        raise ValueError(f"{venv.num_envs} envs, {len(agents)} agents and {n} seeds: one of each per episode")
+    for agent, seed in zip(agents, seeds):
+        agent.reset(seed)
+    observations, infos = venv.reset(seed=[int(seed) for seed in seeds])
+    traces = [[trace_entry(row, 0.0)] for row in row_infos(infos, n)]
+    totals = np.zeros(n)
+    finals: list[dict[str, Any]] = [{} for _ in range(n)]
+    running = np.ones(n, dtype=bool)
+    action_shape = venv.single_action_space.shape
+    while running.any():
+        actions = np.stack([
+            np.asarray(agent.act(observation), dtype=np.float32) if running[i] else np.zeros(action_shape, dtype=np.float32)
+            for i, (agent, observation) in enumerate(zip(agents, observations))
+        ])
+        observations, rewards, terminated, truncated, infos = venv.step(actions)
+        rows = row_infos(infos, n)
+        for i in np.flatnonzero(running).tolist():
+            totals[i] += float(rewards[i])
+            traces[i].append(trace_entry(rows[i], rewards[i]))
+            if terminated[i] or truncated[i]:
+                finals[i] = final_entries(rows[i])
+                running[i] = False
+    wall = (time.perf_counter() - start) / n
+    return [
+        EpisodeResult(agent.name, env_id, int(seed), float(total), final, trace, wall)
+        for agent, seed, total, final, trace in zip(agents, seeds, totals, finals, traces)
+    ]
