@@ -24,8 +24,9 @@ env configs, package versions) and, per env, <env>_trajectories.png and <env>_fi
 Files are replaced atomically; episodes.csv and traces.csv are rewritten every few seconds while
 episodes finish and when the run stops, so an interrupted run keeps every finished episode.
 
-Each agent's episodes on an env (up to 64 seeds at a time) run together in the native batched
-vector env (dus_env.DUSVectorEnv): the same episodes as one env per seed, in one computation.
+Each agent's episodes on an env (--batch-size seeds at a time) are stepped together in the native
+vector env (dus_env.DUSVectorEnv), one agent instance per episode: the same episodes as one env per
+seed, in one batched computation. --workers spreads these batches over processes.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import multiprocessing
-import os
 import sys
 import time
 import traceback
@@ -43,25 +43,26 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
-import torch
 import yaml
 from tqdm import tqdm
 
 from agents.benchmark import (
     ALPHA,
     CONFIDENCE,
+    DEFAULT_BATCH_SIZE,
     DEFAULT_SEED_OFFSET,
     AgentSummary,
     BenchmarkInputError,
     BenchmarkPlan,
     EpisodeJob,
+    batches,
     check_plan,
     env_tables,
     init_worker,
+    limit_threads,
     make_plan,
     parse_env_kwargs,
     print_tables,
-    batches,
     run_batch,
     summarize_env,
     summary_row,
@@ -95,7 +96,9 @@ class Args:
                                    nargs="+", metavar="KV")
     seeds: int = option(10, "episodes per agent and env (the same seeds for every agent)", type=int, metavar="N")
     seed_offset: int = option(DEFAULT_SEED_OFFSET, "first seed; keep it above every training seed", type=int, metavar="S")
-    workers: int = option(1, "episodes run in parallel processes (each builds its own env and agent)", type=int, metavar="W")
+    workers: int = option(1, "batches run in parallel processes (each builds its own envs and agents)", type=int, metavar="W")
+    batch_size: int = option(DEFAULT_BATCH_SIZE, "at most this many seeds of one agent on one env stepped together in one "
+                                                 "vector env", type=int, metavar="B")
     out: str = option("", "output directory (default: results/<timestamp>)", metavar="DIR")
     no_plots: bool = option(False, "skip the PNG figures", action="store_true")
     baseline: str = option("", "agent (display name or spec) the others are compared with "
@@ -104,8 +107,8 @@ class Args:
     suites_file: str = option(str(SUITES_FILE), "YAML file of named suites", metavar="PATH")
 
 
-#: Options a suite may set (everything that defines *what* is benchmarked, plus the worker count).
-SUITE_KEYS = ("description", "agents", "envs", "env_kwargs", "seeds", "seed_offset", "workers", "baseline")
+#: Options a suite may set (everything that defines *what* is benchmarked, plus how it is spread out).
+SUITE_KEYS = ("description", "agents", "envs", "env_kwargs", "seeds", "seed_offset", "workers", "batch_size", "baseline")
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
@@ -181,16 +184,17 @@ def load_suite(path: Path, name: str) -> dict[str, Any]:
     return suite
 
 
-def run_episodes(jobs: list[EpisodeJob], workers: int) -> Iterator[tuple[EpisodeJob, EpisodeResult]]:
-    """Yield ``(job, result)`` as batches finish: each batch is one agent's episodes on one env, stepped
-    together in the native vector env; in this process (every core) for one worker, else in a pool.
+def run_episodes(jobs: list[EpisodeJob], workers: int, batch_size: int) -> Iterator[tuple[EpisodeJob, EpisodeResult]]:
+    """Yield ``(job, result)`` as batches finish: each batch is one agent's episodes on one env (at most
+    ``batch_size``), stepped together in the native vector env; in this process for one worker, else in
+    a process pool. One torch thread per process either way (:func:`agents.benchmark.limit_threads`).
 
     Worker processes start with forkserver (spawn where unavailable): a forked copy of a parent that
     already ran torch can deadlock, and each worker builds its own envs and agents anyway.
     """
-    work = batches(jobs)
+    work = batches(jobs, batch_size)
     if workers <= 1:
-        torch.set_num_threads(os.cpu_count() or 1)
+        limit_threads()
         for batch in work:
             yield from zip(batch, run_batch(batch))
         return
@@ -235,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parse_args(argv)
         if args.workers < 1:
             raise BenchmarkInputError(f"--workers {args.workers} is invalid: need at least 1")
+        if args.batch_size < 1:
+            raise BenchmarkInputError(f"--batch-size {args.batch_size} is invalid: need at least 1 episode per batch")
         plan = make_plan(args.agents, args.envs, args.env_kwargs, args.seeds, args.seed_offset, args.baseline or None)
         env_configs = check_plan(plan)
     except BenchmarkInputError as exc:
@@ -246,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     progress = tqdm(total=len(jobs), unit="episode", desc="evaluate", dynamic_ncols=True)
     last_write = time.monotonic()
     try:
-        for job, result in run_episodes(jobs, args.workers):
+        for job, result in run_episodes(jobs, args.workers, args.batch_size):
             results.append(result)
             progress.set_postfix_str(f"{job.label} on {job.env_id} seed {job.seed}: {100 * result.test_accuracy:.1f}%")
             progress.update()
@@ -260,11 +266,11 @@ def main(argv: list[str] | None = None) -> int:
         kept = f"kept in {out / 'episodes.csv'}" if results else "finished, nothing written"
         print(f"evaluate.py: interrupted: {len(results)}/{len(jobs)} episodes {kept}", file=sys.stderr)
         return 130
-    except Exception as exc:  # an episode failed: keep what finished, say where the details are
+    except Exception as exc:  # a batch failed: keep what finished, say where the details are
         progress.close()
         write_episodes(out, plan, results)
         write_text(out / "error.log", "".join(traceback.format_exception(exc)))
-        print(f"evaluate.py: error: an episode failed ({type(exc).__name__}: {exc}); {len(results)} finished episodes "
+        print(f"evaluate.py: error: a batch of episodes failed ({type(exc).__name__}: {exc}); {len(results)} finished episodes "
               f"in {out / 'episodes.csv'}, traceback in {out / 'error.log'}", file=sys.stderr)
         return 1
     progress.close()

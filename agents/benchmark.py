@@ -1,9 +1,12 @@
-"""The benchmark behind ``evaluate.py``: plan (agents x envs x seeds), episodes in worker processes, tables.
+"""The benchmark behind ``evaluate.py``: plan (agents x envs x seeds), batches of episodes, tables.
 
 Why a module and not the script: the pieces (the checked plan, the worker entry point, the summary
 numbers, the table text) are what tests and other drivers reuse; ``evaluate.py`` only wires them to
 a command line and to files. The worker entry point must also live in an importable module for
 ``forkserver``/``spawn`` worker processes to find it.
+
+Episodes run in batches: one agent's seeds on one env, stepped together in the native vector env
+(:class:`dus_env.DUSVectorEnv`, one agent instance per episode), in this process or in workers.
 """
 
 from __future__ import annotations
@@ -80,7 +83,7 @@ class BenchmarkPlan:
     baseline: str
 
     def jobs(self) -> list[EpisodeJob]:
-        """All episodes, seed-major: an interrupted run has whole seeds done, i.e. paired results."""
+        """All episodes, seed-major; :func:`batches` groups them into the batches that run."""
         return [
             EpisodeJob(env_id, dict(self.env_kwargs), resolve_spec(agent, env_id).text, agent.label, seed)
             for env_id in self.env_ids
@@ -225,17 +228,19 @@ def _pick_baseline(specs: Sequence[AgentSpec], baseline: str | None) -> str:
 
 # -- running -------------------------------------------------------------------------------------
 
-# Per-process cache: the probe env and agent of a (env, kwargs, spec) are built once and reused.
-# Reuse cannot change results: ``reset(seed)`` redraws everything an episode depends on, and every
-# episode gets its own copy of the agent, reset with the episode seed.
-_CACHE: dict[tuple[str, str, str], tuple[gym.Env, Agent]] = {}
+#: Default of ``evaluate.py --batch-size``: at most this many episodes stepped together in one vector env.
+DEFAULT_BATCH_SIZE = 64
 
-#: Episodes stepped together in one native vector env (one batch = one agent on one env).
-BATCH_SIZE = 64
+# Per-process caches, reused across batches: the agent of a (env, kwargs, spec) and the vector env of
+# a (env, kwargs, batch size). Reuse cannot change results: ``reset(seed)`` redraws everything an
+# episode depends on, and every episode gets its own copy of the agent, reset with the episode seed.
+_AGENTS: dict[tuple[str, str, str], Agent] = {}
+_VECTOR_ENVS: dict[tuple[str, str, int], gym.vector.VectorEnv] = {}
 
 
 def limit_threads() -> None:
-    """One torch thread per process: parallel worker processes would contend for cores."""
+    """One torch thread per process: parallel worker processes would contend for cores, and the same
+    thread count in-process and in workers gives the same numbers whatever ``--workers`` is."""
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
 
@@ -246,31 +251,44 @@ def init_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def batches(jobs: Sequence[EpisodeJob], size: int = BATCH_SIZE) -> list[list[EpisodeJob]]:
-    """The jobs grouped into batches of one agent on one env (at most ``size`` seeds each), in plan order."""
+def batches(jobs: Sequence[EpisodeJob], size: int = DEFAULT_BATCH_SIZE) -> list[list[EpisodeJob]]:
+    """The jobs as batches of one agent on one env, at most ``size`` seeds each.
+
+    Chunk-major within an env (the first ``size`` seeds of every agent, then the next ones): an
+    interrupted run has whole seed chunks done by every agent, i.e. paired results.
+
+    :raises ValueError: ``size`` is below 1.
+    """
+    if size < 1:
+        raise ValueError(f"batch size {size} is invalid: need at least 1 episode per batch")
     groups: dict[tuple[str, str, str], list[EpisodeJob]] = {}
     for job in jobs:
         groups.setdefault((job.env_id, job.spec, job.label), []).append(job)
-    return [group[start : start + size] for group in groups.values() for start in range(0, len(group), size)]
+    env_order = {env_id: i for i, env_id in enumerate(dict.fromkeys(job.env_id for job in jobs))}
+    chunks = [(env_order[env_id], start, group[start : start + size])
+              for (env_id, _, _), group in groups.items() for start in range(0, len(group), size)]
+    return [chunk for _, _, chunk in sorted(chunks, key=lambda item: item[:2])]
 
 
 def run_batch(jobs: Sequence[EpisodeJob]) -> list[EpisodeResult]:
     """One agent's episodes on one env (``jobs`` share env, kwargs and spec), stepped together in the
     native vector env (:func:`agents.rollout.run_episode_batch`); results in the order of ``jobs``."""
     first = jobs[0]
-    key = (first.env_id, json.dumps(dict(first.env_kwargs), sort_keys=True), first.spec)
-    if key not in _CACHE:
-        probe = gym.make(first.env_id, **first.env_kwargs)
-        _CACHE[key] = (probe, make_agent(first.spec, probe, seed=0))
-    agent = _CACHE[key][1]
+    kwargs = json.dumps(dict(first.env_kwargs), sort_keys=True)
+    agent_key, venv_key = (first.env_id, kwargs, first.spec), (first.env_id, kwargs, len(jobs))
+    seeds = [job.seed for job in jobs]
+    if agent_key not in _AGENTS:
+        # Agents are built for (and check their spaces against) a single env, as a user would use them.
+        _AGENTS[agent_key] = make_agent(first.spec, gym.make(first.env_id, **first.env_kwargs), seed=0)
+    if venv_key not in _VECTOR_ENVS:
+        venv = gym.make_vec(first.env_id, num_envs=len(jobs), vectorization_mode="vector_entry_point", **first.env_kwargs)
+        # An untimed reset: a process's first batch would otherwise be charged about a second of
+        # one-time start-up (torch's lazy initialisation) in its wall time.
+        venv.reset(seed=seeds)
+        _VECTOR_ENVS[venv_key] = venv
+    agent = _AGENTS[agent_key]
     agent.name = first.label
-    agents = [copy.deepcopy(agent) for _ in jobs]
-    # The thread count is the caller's: every core in-process, one per worker process.
-    venv = gym.make_vec(first.env_id, num_envs=len(jobs), **{"torch_threads": None, **first.env_kwargs})
-    try:
-        return run_episode_batch(venv, agents, [job.seed for job in jobs], first.env_id)
-    finally:
-        venv.close()
+    return run_episode_batch(_VECTOR_ENVS[venv_key], [copy.deepcopy(agent) for _ in jobs], seeds, first.env_id)
 
 
 # -- summarising ---------------------------------------------------------------------------------

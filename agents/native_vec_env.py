@@ -16,10 +16,7 @@ from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvStepReturn
 
-from dus_env.vector_env import DUSVectorEnv
-
-#: Infos of the native env that are not per-env step entries (SB3 gets them another way).
-_VECTOR_ONLY_KEYS = ("final_obs", "final_info")
+from dus_env.vector_env import DUSVectorEnv, row_infos
 
 
 def make_native_vec_env(env_id: str, num_envs: int, env_kwargs: dict[str, Any]) -> "NativeVecEnv":
@@ -29,19 +26,6 @@ def make_native_vec_env(env_id: str, num_envs: int, env_kwargs: dict[str, Any]) 
     venv = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point",
                         autoreset_mode=AutoresetMode.SAME_STEP, **env_kwargs)
     return NativeVecEnv(venv.unwrapped if not isinstance(venv, DUSVectorEnv) else venv)
-
-
-def row_infos(infos: dict[str, Any], num_envs: int) -> list[dict[str, Any]]:
-    """Gymnasium vector infos as one dict per env, values as Python numbers and lists (``DUSEnv``'s format)."""
-    rows: list[dict[str, Any]] = [{} for _ in range(num_envs)]
-    for key, values in infos.items():
-        if key.startswith("_") or key in _VECTOR_ONLY_KEYS:
-            continue
-        mask = infos[f"_{key}"]
-        for env in np.flatnonzero(mask).tolist():
-            value = values[env]
-            rows[env][key] = value.tolist() if isinstance(value, np.ndarray | np.generic) else value
-    return rows
 
 
 class NativeVecEnv(VecEnv):

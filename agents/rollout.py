@@ -9,6 +9,9 @@ from typing import Any, Sequence
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.vector import AutoresetMode
+
+from dus_env.vector_env import row_infos
 
 from .base import Agent
 
@@ -17,7 +20,11 @@ TRACE_KEYS = ("quantities", "cumulative_scores", "val_fused_accuracy", "val_moda
 
 @dataclass
 class EpisodeResult:
-    """Outcome of one episode: the return, the env's final info, and a per-step trace."""
+    """Outcome of one episode: the return, the env's final info, and a per-step trace.
+
+    ``wall_time`` is in seconds; for an episode of a batch it is the batch's divided by its episodes
+    (what one episode cost, as the tables report it).
+    """
 
     agent: str
     env_id: str
@@ -59,20 +66,35 @@ def run_episode(env: gym.Env, agent: Agent, seed: int, env_id: str = "") -> Epis
     return EpisodeResult(agent.name, env_id, seed, total, final_entries(info), trace, time.perf_counter() - start)
 
 
-def run_episode_batch(venv: gym.vector.VectorEnv, agents: Sequence[Agent], seeds: Sequence[int], env_id: str = "") -> list[EpisodeResult]:
-    """Play one episode per env of the native vector env, env ``i`` with ``agents[i]`` from seed ``seeds[i]``.
+def run_episode_batch(
+    venv: gym.vector.VectorEnv, agents: Sequence[Agent], seeds: Sequence[int], env_id: str = ""
+) -> list[EpisodeResult]:
+    """Play one episode per env of a native vector env, env ``i`` with ``agents[i]`` from seed ``seeds[i]``.
 
     The same episodes as :func:`run_episode` with a ``DUSEnv`` on the same seeds (up to float noise
-    of the batched kernels), stepped together. Each episode is recorded until its own end (an env
-    that diverges ends early; it is not stepped for the record after that). Every episode's wall
-    time is the batch's divided by its size.
-    """
-    from .native_vec_env import row_infos
+    of the batched kernels), stepped together. Each episode is recorded until its own end; stepping
+    stops when every env has ended once (an env that diverged early meanwhile starts a new episode,
+    with uniform actions, which is not recorded). Every episode's wall time is the batch's divided
+    by its size.
 
-    start = time.perf_counter()
+    :param venv: a :class:`dus_env.DUSVectorEnv` (``gymnasium.make_vec``) in ``next_step`` autoreset
+        mode (the default), so that an ending step's info is that episode's own.
+    :param agents: one agent per env, each reset with its episode's seed (agents may keep per-episode state).
+    :param seeds: one reset seed per env.
+    :raises ValueError: the counts of envs, agents and seeds differ, or the autoreset mode is not ``next_step``.
+    """
     n = len(seeds)
     if venv.num_envs != n or len(agents) != n:
-        raise ValueError(f"{venv.num_envs} envs, {len(agents)} agents and {n} seeds: one of each per episode")
+        raise ValueError(
+            f"run_episode_batch needs one agent and one seed per env: venv has {venv.num_envs} envs, "
+            f"agents has {len(agents)}, seeds has {n}"
+        )
+    mode = venv.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
+    if mode != AutoresetMode.NEXT_STEP:
+        raise ValueError(
+            f"run_episode_batch needs venv in next_step autoreset mode, not {mode}: make it with autoreset_mode='next_step'"
+        )
+    start = time.perf_counter()
     for agent, seed in zip(agents, seeds):
         agent.reset(seed)
     observations, infos = venv.reset(seed=[int(seed) for seed in seeds])
@@ -80,12 +102,10 @@ def run_episode_batch(venv: gym.vector.VectorEnv, agents: Sequence[Agent], seeds
     totals = np.zeros(n)
     finals: list[dict[str, Any]] = [{} for _ in range(n)]
     running = np.ones(n, dtype=bool)
-    action_shape = venv.single_action_space.shape
+    actions = np.zeros((n, *venv.single_action_space.shape), dtype=np.float32)
     while running.any():
-        actions = np.stack([
-            np.asarray(agent.act(observation), dtype=np.float32) if running[i] else np.zeros(action_shape, dtype=np.float32)
-            for i, (agent, observation) in enumerate(zip(agents, observations))
-        ])
+        for i in np.flatnonzero(running).tolist():
+            actions[i] = agents[i].act(observations[i])
         observations, rewards, terminated, truncated, infos = venv.step(actions)
         rows = row_infos(infos, n)
         for i in np.flatnonzero(running).tolist():
@@ -94,6 +114,7 @@ def run_episode_batch(venv: gym.vector.VectorEnv, agents: Sequence[Agent], seeds
             if terminated[i] or truncated[i]:
                 finals[i] = final_entries(rows[i])
                 running[i] = False
+                actions[i] = 0.0  # uniform sampling for the ignored rest
     wall = (time.perf_counter() - start) / n
     return [
         EpisodeResult(agent.name, env_id, int(seed), float(total), final, trace, wall)

@@ -36,6 +36,8 @@ FINAL_INFO_KEYS = (
     "quantity_totals", "quantity_history",
 )
 AUTORESET_MODES = (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP)
+#: Infos that are not per-env step entries (same-step autoreset's copies of the ended envs' last step).
+_VECTOR_ONLY_KEYS = ("final_obs", "final_info")
 
 
 class DUSVectorEnv(VectorEnv):
@@ -261,6 +263,23 @@ class DUSVectorEnv(VectorEnv):
         for key in ("reward_divergence_penalty", *FINAL_INFO_KEYS):
             if key in infos:
                 infos[f"_{key}"] = infos[f"_{key}"] & ~envs
+
+
+def row_infos(infos: dict[str, Any], num_envs: int) -> list[dict[str, Any]]:
+    """Gymnasium vector infos as one dict per env, values as Python numbers and lists (``DUSEnv``'s format).
+
+    Why: consumers written for one env (SB3's per-env info list, the benchmark's episode traces)
+    then read a vector env's infos exactly as they read a ``DUSEnv``'s.
+    """
+    rows: list[dict[str, Any]] = [{} for _ in range(num_envs)]
+    for key, values in infos.items():
+        if key.startswith("_") or key in _VECTOR_ONLY_KEYS:
+            continue
+        mask = infos[f"_{key}"]
+        for env in np.flatnonzero(mask).tolist():
+            value = values[env]
+            rows[env][key] = value.tolist() if isinstance(value, np.ndarray | np.generic) else value
+    return rows
 
 
 def _autoreset_mode(value: AutoresetMode | str) -> AutoresetMode:

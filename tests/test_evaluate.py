@@ -20,6 +20,7 @@ import pytest
 from agents.benchmark import (
     BenchmarkInputError,
     Table,
+    batches,
     format_pvalue,
     make_plan,
     parse_env_kwargs,
@@ -195,6 +196,22 @@ def test_plan_is_paired_and_uses_disjoint_seeds() -> None:
     assert make_plan(["uniform"], ["Synthetic-v0"], {}, n_seeds=2, seed_offset=5).seeds == (5, 6)
 
 
+def test_batches_are_one_agent_on_one_env_chunk_major() -> None:
+    plan = make_plan(["uniform", "heuristic"], ["Synthetic-v0", "dus_env/MFeat-v0"], {}, n_seeds=5)
+    work = batches(plan.jobs(), size=2)
+    assert [(b[0].env_id.split("/")[1], b[0].label, [job.seed for job in b]) for b in work] == [
+        ("Synthetic-v0", "uniform", [10_000, 10_001]), ("Synthetic-v0", "heuristic", [10_000, 10_001]),
+        ("Synthetic-v0", "uniform", [10_002, 10_003]), ("Synthetic-v0", "heuristic", [10_002, 10_003]),
+        ("Synthetic-v0", "uniform", [10_004]), ("Synthetic-v0", "heuristic", [10_004]),
+        ("MFeat-v0", "uniform", [10_000, 10_001]), ("MFeat-v0", "heuristic", [10_000, 10_001]),
+        ("MFeat-v0", "uniform", [10_002, 10_003]), ("MFeat-v0", "heuristic", [10_002, 10_003]),
+        ("MFeat-v0", "uniform", [10_004]), ("MFeat-v0", "heuristic", [10_004]),
+    ]
+    assert [len(b) for b in batches(plan.jobs())] == [5, 5, 5, 5]
+    with pytest.raises(ValueError, match="batch size 0 is invalid"):
+        batches(plan.jobs(), size=0)
+
+
 def test_plan_baseline_choice() -> None:
     assert make_plan(["heuristic", "random"], ["Synthetic-v0"], {}, 2).baseline == "heuristic"
     assert make_plan(["uniform", "heuristic:0.5"], ["Synthetic-v0"], {}, 2, baseline="heuristic:0.5").baseline == "heuristic:0.5"
@@ -350,6 +367,7 @@ def test_malformed_suites_file_is_a_one_line_error(content: str, message: str, t
         (["--envs", "Nope-v0"], "unknown env 'Nope-v0'"),
         (["--env-kwargs", "decision_steps=0"], "decision_steps=0 is invalid"),
         (["--workers", "0"], "--workers 0 is invalid"),
+        (["--batch-size", "0"], "--batch-size 0 is invalid"),
     ],
 )
 def test_bad_input_exits_with_one_line(argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

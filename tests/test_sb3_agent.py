@@ -65,9 +65,10 @@ def test_default_policy_is_the_mlp_one() -> None:
 # -- hyperparameter files -----------------------------------------------------------------------------
 
 
-def test_ppo_file_default_is_tuned_for_an_expensive_env() -> None:
+def test_ppo_file_default_is_tuned_for_many_native_envs() -> None:
     hp = load_hyperparams("ppo", "dus_env/Synthetic-v0")
-    assert hp["n_envs"] == 2 and hp["n_steps"] * hp["n_envs"] <= 512
+    # Whole episodes per rollout (20 decisions) from many envs of the native vector env.
+    assert hp["n_envs"] >= 32 and hp["n_steps"] == 20 and (hp["n_steps"] * hp["n_envs"]) % hp["batch_size"] == 0
     assert hp["gamma"] == 1.0 and hp["n_timesteps"] <= 50_000
     assert parse_policy_kwargs(hp["policy_kwargs"])["net_arch"] == [64, 64]
 
@@ -75,12 +76,12 @@ def test_ppo_file_default_is_tuned_for_an_expensive_env() -> None:
 def test_env_entry_merges_over_default_and_overrides_win() -> None:
     hp = load_hyperparams("ppo", "dus_env/Synthetic3-v0", {"learning_rate": 1e-4})
     assert hp["n_timesteps"] == 40_000  # from the env entry
-    assert hp["n_steps"] == 128  # from default
+    assert hp["n_steps"] == 20  # from default
     assert hp["learning_rate"] == 1e-4  # override
 
 
 def test_unknown_env_uses_the_default_entry() -> None:
-    assert load_hyperparams("a2c", "dus_env/Features-v0")["n_steps"] == 20
+    assert load_hyperparams("a2c", "dus_env/Features-v0")["n_steps"] == 5
 
 
 def test_algorithm_without_file_uses_default_yml() -> None:

@@ -49,7 +49,7 @@ def test_defaults_train_ppo_on_synthetic() -> None:
     run = resolve_run(args)
     assert run.run_dir == Path("runs/ppo_Synthetic-v0_0")
     assert run.tensorboard_dir == Path("runs/ppo_Synthetic-v0_0/tb")
-    assert (run.n_envs, run.total_timesteps) == (2, 30_000)
+    assert (run.n_envs, run.vec, run.total_timesteps) == (64, "native", 30_000)
     assert run.hyperparams["normalize"] == {"norm_obs": True, "norm_reward": True}
 
 
@@ -93,7 +93,7 @@ def test_env_kwargs_accept_json_or_key_values() -> None:
         (["--hyperparams", "n_step=3"], "unknown hyperparameter 'n_step' for PPO: did you mean 'n_steps'"),
         (["--hyperparams", "normalize={clip: 3}"], "unknown hyperparameter 'clip' for normalize"),
         (["--algo", "reinforce", "--hyperparams", "learning_rat=0.1"], "unknown hyperparameter 'learning_rat' for reinforce: did you mean 'learning_rate'"),
-        (["--algo", "reinforce", "--n-envs", "3"], "episodes_per_batch=8 is not a multiple of n_envs=3"),
+        (["--algo", "reinforce", "--n-envs", "3"], "episodes_per_batch=16 is not a multiple of n_envs=3"),
         (["--algo", "reinforce", "--hyperparams", "group_size=1"], "ReinforceConfig.group_size=1 is invalid"),
         (["--timesteps", "0"], "n_timesteps=0 is invalid"),
         (["--eval-episodes", "0"], "--eval-episodes=0 is invalid"),
@@ -182,7 +182,7 @@ def test_resume_seed_is_reproducible_and_clear_of_every_evaluation_seed() -> Non
 
 def test_a_resumed_sb3_run_never_trains_on_evaluation_seeds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run = resolve_run(train_agent.parse_args([
-        "--algo", "a2c", "--n-envs", "1", "--timesteps", "10008", "--run-dir", str(tmp_path / "run"), "--env-kwargs", TINY_JSON,
+        "--algo", "a2c", "--n-envs", "1", "--vec", "dummy", "--timesteps", "10008", "--run-dir", str(tmp_path / "run"), "--env-kwargs", TINY_JSON,
         "--hyperparams", "n_steps=8", "normalize=false", "--eval-freq", "0", "--checkpoint-freq", "0",
     ]))
     model = A2C("MlpPolicy", DummyVecEnv([tiny_env]), n_steps=8, device="cpu")
@@ -236,7 +236,7 @@ def check_finished_run(run_dir: Path, result: subprocess.CompletedProcess[str], 
 @pytest.mark.slow
 def test_ppo_run_writes_everything_and_is_reproducible(tmp_path: Path) -> None:
     run_dir = tmp_path / "ppo"
-    argv = ["--timesteps", "384", "--env-kwargs", TINY_JSON, "--hyperparams", "n_steps=32", "batch_size=32", *FAST_EVAL]
+    argv = ["--timesteps", "384", "--n-envs", "2", "--env-kwargs", TINY_JSON, "--hyperparams", "n_steps=32", "batch_size=32", *FAST_EVAL]
     result = run_cli("--run-dir", str(run_dir), *argv, cwd=tmp_path)
     config = check_finished_run(run_dir, result, "final_model.zip")
     again = run_cli("--run-dir", str(tmp_path / "again"), *argv, cwd=tmp_path)
@@ -268,7 +268,7 @@ def test_a2c_run_in_one_process(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_reinforce_run_and_extension(tmp_path: Path) -> None:
     run_dir = tmp_path / "reinforce"
-    tiny = ["--env-kwargs", TINY_JSON, "--hyperparams", "hidden_sizes=[16]", "episodes_per_batch=4", "group_size=2"]
+    tiny = ["--n-envs", "2", "--env-kwargs", TINY_JSON, "--hyperparams", "hidden_sizes=[16]", "episodes_per_batch=4", "group_size=2"]
     result = run_cli("--algo", "reinforce", "--run-dir", str(run_dir), "--timesteps", "256", *tiny, *FAST_EVAL, cwd=tmp_path)
     check_finished_run(run_dir, result, "final_model.pt")
     assert ReinforceAgent.load(run_dir, tiny_env()).num_timesteps == 256
@@ -286,7 +286,7 @@ def test_reinforce_run_and_extension(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path: Path) -> None:
     run_dir = tmp_path / "interrupted"
-    argv = [sys.executable, str(ROOT / "train_agent.py"), "--run-dir", str(run_dir), "--timesteps", "100000",
+    argv = [sys.executable, str(ROOT / "train_agent.py"), "--run-dir", str(run_dir), "--timesteps", "100000", "--n-envs", "2",
             "--env-kwargs", TINY_JSON, "--hyperparams", "n_steps=32", "batch_size=32", *FAST_EVAL]
     process = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 90
