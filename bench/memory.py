@@ -5,7 +5,8 @@
   own share is visible;
 * a training run: ``train_agent.py`` runs for a few thousand steps in a child process while this
   script samples, every 0.2 s, the summed resident memory of that process and all its
-  descendants (the SubprocVecEnv workers) from ``/proc``; the peak of that sum is reported.
+  descendants (the SubprocVecEnv workers with ``--vec subproc``; the default native vector env
+  trains in the process itself) from ``/proc``; the peak of that sum is reported.
 
     python bench/memory.py
     python bench/memory.py --env dus_env/MFeat-v0 --timesteps 4000

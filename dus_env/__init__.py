@@ -25,7 +25,7 @@ from .quantities import QuantityMapping
 from .tasks import FeatureFileError, FeaturesTaskConfig, MFeatTaskConfig, SyntheticTaskConfig
 from .validation import ConfigError
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 try:
     import gymnasium  # noqa: F401

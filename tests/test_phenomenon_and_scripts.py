@@ -61,3 +61,11 @@ def test_plug_in_example_trains_with_sampler_and_uniform() -> None:
     result = run_script("examples/plug_into_training_loop.py", "--seeds", "1")
     assert result.returncode == 0, result.stderr
     assert "DUSSampler" in result.stdout and "uniform" in result.stdout
+
+
+@pytest.mark.slow
+def test_vector_throughput_bench_prints_the_table() -> None:
+    result = run_script("bench/vector_throughput.py", "--quick")
+    assert result.returncode == 0, result.stderr
+    assert "SubprocVecEnv, 2 workers" in result.stdout and "DUSVectorEnv num_envs=8" in result.stdout
+    assert "x SubprocVecEnv" in result.stdout and "env/bare" in result.stdout
