@@ -27,6 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import dus_env  # noqa: E402,F401
+from dus_env import core as core_module  # noqa: E402
 
 
 def steps_per_second_single(env_id: str, env_kwargs: dict, seconds: float) -> float:
@@ -69,7 +70,8 @@ def steps_per_second_subproc(env_id: str, env_kwargs: dict, seconds: float, n_en
 def step_breakdown(env_id: str, env_kwargs: dict, episodes: int) -> dict[str, float]:
     """CPU seconds per part of a step, measured by timing the env's own pieces in place."""
     core = gym.make(env_id, **env_kwargs).unwrapped
-    parts = {"training iterations": 0.0, "score collection": 0.0, "validation": 0.0, "step total": 0.0}
+    # Training iterations and score collection are one call of the batched learner (``run``) now.
+    parts = {"training iterations and scores": 0.0, "validation": 0.0, "step total": 0.0}
 
     def timed(part: str, function):
         def wrapper(*args, **kwargs):
@@ -81,17 +83,20 @@ def step_breakdown(env_id: str, env_kwargs: dict, episodes: int) -> dict[str, fl
 
     action = np.zeros(core.action_space.shape, dtype=np.float32)
     core.reset(seed=0)  # warm-up episode, not counted
+    learner = core.core.learner
+    learner.run = timed("training iterations and scores", learner.run)
+    validate = timed("validation", core_module.evaluate_split)
     for seed in range(1, episodes + 1):
         core.reset(seed=seed)
-        learner = core._learner
-        learner.train_iteration = timed("training iterations", learner.train_iteration)
-        learner.collect = timed("score collection", learner.collect)
-        core._validate = timed("validation", core._validate)
         terminated = False
-        while not terminated:
-            start = time.process_time()
-            _, _, terminated, _, _ = core.step(action)
-            parts["step total"] += time.process_time() - start
+        original, core_module.evaluate_split = core_module.evaluate_split, validate
+        try:
+            while not terminated:
+                start = time.process_time()
+                _, _, terminated, _, _ = core.step(action)
+                parts["step total"] += time.process_time() - start
+        finally:
+            core_module.evaluate_split = original
     return parts
 
 

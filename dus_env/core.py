@@ -10,7 +10,10 @@ Randomness: env ``i``'s episode is drawn from the two seeds the caller gives at 
 seed, model seed), never from global state. The task instance comes from a numpy generator, the
 model initialisation from a ``torch.Generator``, and the row orders and participation masks from a
 counter-based generator keyed by the model seed (:mod:`dus_env.batched.random`), so env ``i``'s
-episode does not depend on how many other envs share the batch.
+draws do not depend on how many other envs share the batch. Its floating-point results may differ
+in the last bits with the batch's composition (batches are padded to the largest row count of any
+env, which changes the shapes of the matrix products); over an episode such differences stay at
+float-noise level (tests compare full episodes statistically).
 
 Everything on the training path runs on ``config.device``; one step moves to the host only the
 numbers the caller returns (scores, losses and accuracies of every env, one transfer).
@@ -34,7 +37,7 @@ from .batched.random import seed_key
 from .config import EnvConfig
 from .monitor import DiscrepancyMonitor
 from .observation import TrainingStatus
-from .tasks import Task, build_task
+from .tasks import Split, Task, build_task
 from .validation import ConfigError
 
 
@@ -208,12 +211,13 @@ class TrainingCore:
     # -- accessors --------------------------------------------------------------------------------
 
     def task(self, env: int) -> Task:
-        """Env ``env``'s current task (its splits as views of the stacked data)."""
+        """A copy (on the CPU) of env ``env``'s current task: the stacked data is overwritten at its next reset."""
         task = self._tasks[env]
         if task is None:
             raise RuntimeError(f"env {env} has not been reset yet")
         train, val, test = (split.env_split(env) for split in self.splits)
-        return Task(task.name, task.modality_names, task.n_classes, train, val, test)
+        copies = [Split(tuple(x.cpu().clone() for x in s.features), s.labels.cpu().clone()) for s in (train, val, test)]
+        return Task(task.name, task.modality_names, task.n_classes, *copies)
 
     # -- internals --------------------------------------------------------------------------------
 

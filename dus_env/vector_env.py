@@ -46,7 +46,12 @@ class DUSVectorEnv(VectorEnv):
     Each env behaves as a :class:`dus_env.env.DUSEnv` with the same config (see its docstring for the
     observation, action, reward and episode): env ``i`` reset with seed ``s + i`` draws the same
     task instance (or split), model initialisation, row order and participation masks as a
-    ``DUSEnv`` reset with seed ``s + i``. Both are views of one :class:`dus_env.core.TrainingCore`.
+    ``DUSEnv`` reset with seed ``s + i``; its numbers agree up to float noise (batched kernels on
+    padded batches can change the last bits). Both are views of one :class:`dus_env.core.TrainingCore`.
+
+    **Threads.** Like ``DUSEnv``, creating the env applies the config's ``torch_threads`` (1 by
+    default, which suits one env per process); a large vector env is faster with every core: pass
+    ``torch_threads=None`` (leave torch's setting alone) or the number of cores.
 
     **Spaces.** ``single_observation_space`` / ``single_action_space`` are ``DUSEnv``'s;
     ``observation_space`` is ``[num_envs, D]``, ``action_space`` ``[num_envs, M]``.
@@ -178,13 +183,13 @@ class DUSVectorEnv(VectorEnv):
         if seed is None:
             return [None] * self.num_envs
         if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
-            if seed < 0:
-                raise ValueError(f"seed={seed} is invalid: expected a non-negative integer")
-            return [int(seed) + env for env in range(self.num_envs)]
+            first = _checked_seed(seed, "seed")
+            return [first + env for env in range(self.num_envs)]
         if isinstance(seed, (list, tuple)):
             if len(seed) != self.num_envs:
                 raise ValueError(f"seed has {len(seed)} values, expected {self.num_envs}: one per env (or one int for all)")
-            return [None if s is None else int(s) for s in seed]
+            # All entries are checked before any generator is re-seeded: a rejected list changes nothing.
+            return [None if value is None else _checked_seed(value, f"seed[{env}]") for env, value in enumerate(seed)]
         raise ValueError(f"seed={seed!r} is invalid: expected None, an int or a list of {self.num_envs} ints")
 
     def _draw_seeds(self, envs: np.ndarray) -> list[tuple[int, int]]:
@@ -280,6 +285,13 @@ def row_infos(infos: dict[str, Any], num_envs: int) -> list[dict[str, Any]]:
             value = values[env]
             rows[env][key] = value.tolist() if isinstance(value, np.ndarray | np.generic) else value
     return rows
+
+
+def _checked_seed(value: Any, name: str) -> int:
+    """``value`` as a seed: a non-negative integer (``bool`` and ``2.5`` are not seeds)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{name}={value!r} is invalid: expected a non-negative integer")
+    return int(value)
 
 
 def _autoreset_mode(value: AutoresetMode | str) -> AutoresetMode:

@@ -120,8 +120,10 @@ class RowStreams:
             no meaning, for the caller to mask.
         """
         n_rows = self.split.rows
-        if (counts > n_rows).any():
-            raise ValueError(f"cannot draw {int(counts.max())} samples per iteration from a training split of {int(n_rows.min())}")
+        too_many = np.flatnonzero(counts > n_rows)
+        if too_many.size:
+            env = int(too_many[0])
+            raise ValueError(f"env {env}: cannot draw {int(counts[env])} samples per iteration from a training split of {int(n_rows[env])}")
         if (self.positions[:, stream] + repeats * counts > 2 * n_rows).any():
             # More than one epoch boundary ahead: one draw at a time (each crosses at most one).
             return torch.cat([self.take(stream, counts, width, 1) for _ in range(repeats)], dim=1)

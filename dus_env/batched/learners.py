@@ -71,7 +71,8 @@ def modality_scores(logits: torch.Tensor, batches: ModalityBatches) -> torch.Ten
     probability = true_class_probability(logits, batches.labels.transpose(0, 1))
     if batches.valid is None:
         return probability.mean(dim=-1)
-    return (probability * batches.valid).sum(dim=-1) / batches.counts
+    # masked_fill, not a product: a padded row's NaN must not reach a healthy env's score.
+    return probability.masked_fill(~batches.valid, 0.0).sum(dim=-1) / batches.counts
 
 
 def masked_mean(values: torch.Tensor, valid: torch.Tensor | None, counts: torch.Tensor) -> torch.Tensor:
