@@ -104,7 +104,8 @@ def assert_info_close(vector_infos: dict[str, Any], env: int, single_info: dict[
     """Env ``env``'s entries of vector infos equal a ``DUSEnv`` info (to float noise), masks set."""
     for key, value in single_info.items():
         assert vector_infos[f"_{key}"][env], key
-        np.testing.assert_allclose(np.asarray(vector_infos[key][env], dtype=np.float64), np.asarray(value, dtype=np.float64), atol=ATOL, err_msg=key)
+        actual = np.asarray(vector_infos[key][env], dtype=np.float64)
+        np.testing.assert_allclose(actual, np.asarray(value, dtype=np.float64), atol=ATOL, err_msg=key)
 
 
 def run_single(env: gym.Env, seed: int | None, actions: list[np.ndarray]) -> tuple[np.ndarray, list[tuple[Any, ...]]]:
@@ -481,7 +482,7 @@ def test_divergence_in_one_env_ends_that_env_only(make_vec: MakeVec) -> None:
     """Env 1's parameters go NaN: env 1 ends with the penalty; envs 0 and 2 are the episodes of a
     batch where nothing diverged (the models never interact)."""
     envs, control = make_vec(num_envs=3), make_vec(num_envs=3)
-    before, _ = envs.reset(seed=0)
+    before, before_infos = envs.reset(seed=0)
     control.reset(seed=0)
     model = envs.unwrapped.core.model
     with torch.no_grad():
@@ -503,7 +504,9 @@ def test_divergence_in_one_env_ends_that_env_only(make_vec: MakeVec) -> None:
     assert infos["diverged"].tolist() == [False, True, False]
     assert infos["_reward_divergence_penalty"].tolist() == [False, True, False] and infos["reward_divergence_penalty"][1] == -penalty
     assert infos["reward_accuracy_gain"][1] == infos["reward_gap_penalty"][1] == 0.0
-    np.testing.assert_array_equal(observations[1], before[1])  # the previous observation
+    np.testing.assert_array_equal(observations[1], before[1])  # the previous observation and numbers
+    for key in ("val_fused_accuracy", "val_modality_accuracies", "cumulative_scores"):
+        np.testing.assert_array_equal(infos[key][1], before_infos[key][1], err_msg=key)
     assert infos["_test_fused_accuracy"].tolist() == [False, True, False]  # final metrics: env 1 only
     # Env 1 resets; its (ignored) action may be NaN. Envs 0 and 2 go on.
     actions = fixed_actions(3, 2, 1)
@@ -543,7 +546,10 @@ def test_non_finite_action_names_the_env_and_changes_nothing(env: int, value: fl
 
 @pytest.mark.parametrize(
     "actions",
-    [np.zeros((3, 3)), np.zeros((2, 2)), np.zeros(2), np.zeros(3), np.zeros((3, 2, 1)), 0.0, [["a", "b"]] * 3, [[0.0, 0.0], [0.0], [0.0, 0.0]]],
+    [
+        np.zeros((3, 3)), np.zeros((2, 2)), np.zeros(2), np.zeros(3), np.zeros((3, 2, 1)), 0.0,
+        [["a", "b"]] * 3, [[0.0, 0.0], [0.0], [0.0, 0.0]],
+    ],
     ids=["N,M+1", "N-1,M", "M", "N", "N,M,1", "scalar", "strings", "ragged"],
 )
 def test_badly_shaped_or_non_numeric_actions_name_the_expected_shape(actions: Any, make_vec: MakeVec) -> None:
