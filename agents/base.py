@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -29,6 +30,14 @@ class Agent(ABC):
 
     def reset(self, seed: int | None = None) -> None:
         """Start of an episode; stateless agents need nothing."""
+
+    def episode_copy(self) -> "Agent":
+        """An independent agent for one episode of a batch (episodes of a batch run side by side).
+
+        A deep copy by default; agents holding large read-only parts (a loaded model) override it
+        to share them and copy only their per-episode state.
+        """
+        return copy.deepcopy(self)
 
     @abstractmethod
     def act(self, observation: np.ndarray) -> np.ndarray:

@@ -11,7 +11,6 @@ Episodes run in batches: one agent's seeds on one env, stepped together in the n
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
@@ -288,7 +287,7 @@ def run_batch(jobs: Sequence[EpisodeJob]) -> list[EpisodeResult]:
         _VECTOR_ENVS[venv_key] = venv
     agent = _AGENTS[agent_key]
     agent.name = first.label
-    return run_episode_batch(_VECTOR_ENVS[venv_key], [copy.deepcopy(agent) for _ in jobs], seeds, first.env_id)
+    return run_episode_batch(_VECTOR_ENVS[venv_key], [agent.episode_copy() for _ in jobs], seeds, first.env_id)
 
 
 # -- summarising ---------------------------------------------------------------------------------

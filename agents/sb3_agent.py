@@ -33,6 +33,8 @@ can execute arbitrary code while loading: only load files you trust (e.g. your o
 
 from __future__ import annotations
 
+import copy
+
 import ast
 import difflib
 import inspect
@@ -370,6 +372,16 @@ class SB3Agent(Agent):
     def reset(self, seed: int | None = None) -> None:
         self._state = None
         self._episode_start = np.ones(1, dtype=bool)
+
+    def episode_copy(self) -> "SB3Agent":
+        """Shares the model and the normalisation statistics (read-only here); own recurrent state.
+
+        Why not a deep copy: a ``VecNormalize`` without its env cannot be deep-copied (its attribute
+        lookup forwards to the missing env and recurses), and the model need not be copied anyway.
+        """
+        twin = copy.copy(self)
+        twin.reset()
+        return twin
 
     def act(self, observation: np.ndarray) -> np.ndarray:
         observation = np.asarray(observation, dtype=np.float32)
