@@ -34,6 +34,24 @@ def check_render_mode(render_mode: str | None, modes: list[str], owner: str) -> 
         raise TypeError(f"render_mode={render_mode!r} is not supported: {owner} renders None or 'ansi' only")
 
 
+def build_core(config: EnvConfig | None, preset_name: str, overrides: dict[str, Any], n_envs: int) -> TrainingCore:
+    """The resolved config's core for ``n_envs`` envs (what ``DUSEnv`` and ``DUSVectorEnv`` both build).
+
+    Applies the config's ``torch_threads`` first: it is a process-wide torch setting.
+    """
+    base = config if config is not None else preset(preset_name)
+    resolved = resolve_config(base, overrides) if overrides else base
+    if resolved.torch_threads is not None:
+        torch.set_num_threads(resolved.torch_threads)
+    return TrainingCore(resolved, n_envs)
+
+
+def single_spaces(core: TrainingCore) -> tuple[spaces.Box, spaces.Box]:
+    """One env's observation space (the layout's bounds) and action space (``[-1, 1]^M``)."""
+    low, high = core.layout.bounds()
+    return spaces.Box(low, high, dtype=np.float32), spaces.Box(-1.0, 1.0, shape=(core.n_modalities,), dtype=np.float32)
+
+
 def render_status(core: TrainingCore, env: int) -> str:
     """One line of env ``env``'s state (``render_mode="ansi"``)."""
     fmt = lambda values: "[" + ", ".join(f"{v:.3f}" for v in values) + "]"  # noqa: E731
@@ -104,19 +122,14 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
         render_mode: str | None = None,
         **overrides: Any,
     ) -> None:
-        base = config if config is not None else preset(preset_name)
-        self.config = resolve_config(base, overrides) if overrides else base
         check_render_mode(render_mode, self.metadata["render_modes"], "DUSEnv")
+        self.core = build_core(config, preset_name, overrides, n_envs=1)
+        self.config = self.core.config
         self.render_mode = render_mode
-        if self.config.torch_threads is not None:
-            torch.set_num_threads(self.config.torch_threads)
-        self.core = TrainingCore(self.config, n_envs=1)
-        self.n_modalities = self.config.task.n_modalities
+        self.n_modalities = self.core.n_modalities
         self.layout = self.core.layout
         self.mapping = self.core.mapping
-        low, high = self.layout.bounds()
-        self.observation_space = spaces.Box(low, high, dtype=np.float32)
-        self.action_space = spaces.Box(-1.0, 1.0, shape=(self.n_modalities,), dtype=np.float32)
+        self.observation_space, self.action_space = single_spaces(self.core)
         self._reset_once = False
 
     # -- gymnasium API -------------------------------------------------------------------------

@@ -13,16 +13,13 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
-from gymnasium import spaces
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from .config import EnvConfig, resolve_config
-from .core import StepOutcome, TrainingCore
-from .env import check_render_mode, episode_seeds, render_status
-from .presets import preset
+from .config import EnvConfig
+from .core import StepOutcome
+from .env import build_core, check_render_mode, episode_seeds, render_status, single_spaces
 
 #: Per-env ``info`` entries of every step (and reset), with their row in a :class:`StepOutcome`.
 STEP_INFO_KEYS = (
@@ -98,21 +95,16 @@ class DUSVectorEnv(VectorEnv):
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs={num_envs!r} is invalid: expected an integer >= 1")
         mode = _autoreset_mode(autoreset_mode)
-        base = config if config is not None else preset(preset_name)
-        self.config = resolve_config(base, overrides) if overrides else base
         check_render_mode(render_mode, self.metadata["render_modes"], "DUSVectorEnv")
+        self.num_envs = int(num_envs)
+        self.core = build_core(config, preset_name, overrides, self.num_envs)
+        self.config = self.core.config
         self.render_mode = render_mode
         self.metadata = {**self.metadata, "autoreset_mode": mode}
-        if self.config.torch_threads is not None:
-            torch.set_num_threads(self.config.torch_threads)
-        self.num_envs = int(num_envs)
-        self.core = TrainingCore(self.config, self.num_envs)
-        self.n_modalities = self.config.task.n_modalities
+        self.n_modalities = self.core.n_modalities
         self.layout = self.core.layout
         self.mapping = self.core.mapping
-        low, high = self.layout.bounds()
-        self.single_observation_space = spaces.Box(low, high, dtype=np.float32)
-        self.single_action_space = spaces.Box(-1.0, 1.0, shape=(self.n_modalities,), dtype=np.float32)
+        self.single_observation_space, self.single_action_space = single_spaces(self.core)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self._generators: list[np.random.Generator | None] = [None] * self.num_envs
