@@ -106,7 +106,8 @@ def episode_row(result: EpisodeResult, spec: str) -> dict[str, Any]:
     """One ``episodes.csv`` row: identity of the episode, its return, and every final test/quantity metric.
 
     Lists become one column per modality (``test_modality_accuracies_0``); the per-step quantity
-    history is kept as one JSON cell so the row alone shows what the agent did. Accuracies are
+    history is kept as one JSON cell so the row alone shows what the agent did; the instance's drawn
+    parameters (``instance_*``) and ``modality_order`` say which instance it was. Accuracies are
     fractions in ``[0, 1]``, exactly as the env reports them.
 
     :param result: the episode.
@@ -125,7 +126,7 @@ def episode_row(result: EpisodeResult, spec: str) -> dict[str, Any]:
     for key, value in result.final.items():
         if key == "quantity_history":
             row[key] = json.dumps(value)
-        elif key.startswith(("test_", "quantity_")):
+        elif key.startswith(("test_", "quantity_", "instance_")) or key == "modality_order":
             if isinstance(value, (list, tuple)):
                 row.update({f"{key}_{j}": item for j, item in enumerate(value)})
             else:

@@ -11,6 +11,10 @@ spec                      agent                                                 
 ``random``                uniformly random actions, seeded per episode                     ``random``
 ``heuristic[:TAU]``       DUS-H with temperature ``TAU`` (default 0.1)                     the spec
 ``fixed:S1,S2,...``       constant shares of the budget, one per modality (normalised)     the spec
+``best-constant[:ENV]``   the single constant allocation with the best mean test accuracy  the spec
+                          on tuning seeds (:mod:`agents.constants`) of this env, or of the
+                          task distribution of env id ``ENV`` (e.g. tuned on
+                          ``MFeatMix-v0``, evaluated on ``MFeatMixHeldOut-v0``)
 ``ALGO:PATH``             a Stable-Baselines3 / sb3-contrib model, ``ALGO`` in             ``ALGO``
                           :data:`SB3_ALGOS` (``ppo``, ``a2c``, ``sac``, ...)
 ``reinforce:PATH``        a policy saved by :mod:`agents.reinforce`                        ``reinforce``
@@ -38,6 +42,7 @@ from typing import Sequence
 
 import gymnasium as gym
 
+from dus_env.config import EnvConfig
 from dus_env.heuristic import DEFAULT_TEMPERATURE, check_temperature
 
 from .base import Agent
@@ -53,12 +58,13 @@ SB3_ALGOS: tuple[str, ...] = (
     "a2c", "ars", "crossq", "ddpg", "dqn", "maskableppo", "ppo", "ppo_lstm", "ppo_mask", "qrdqn", "recurrentppo",
     "sac", "td3", "tqc", "trpo",
 )
-RULE_KINDS: tuple[str, ...] = ("uniform", "random", "heuristic", "fixed")
+RULE_KINDS: tuple[str, ...] = ("uniform", "random", "heuristic", "fixed", "best-constant")
 MODEL_KINDS: tuple[str, ...] = ("reinforce", "exported", *SB3_ALGOS)
 
 #: One line per accepted form, for error messages and ``--help``.
 SPEC_FORMS = (
-    "uniform | random | heuristic | heuristic:TAU | fixed:S1,S2,... (one share per modality) | "
+    "uniform | random | heuristic | heuristic:TAU | fixed:S1,S2,... (one share per modality) | best-constant | "
+    "best-constant:ENV | "
     f"ALGO:PATH (ALGO in {', '.join(SB3_ALGOS)}) | reinforce:PATH | exported:PATH; "
     "prefix NAME= to set the display name; PATH may contain {env}"
 )
@@ -85,6 +91,7 @@ class AgentSpec:
     :param temperature: DUS-H temperature ``tau`` (``heuristic`` only), in cumulative-score units.
     :param shares: budget shares as given, one per modality (``fixed`` only; normalised by the agent).
     :param path: model path as given (model kinds only); may hold ``{env}``.
+    :param tuned_on: env id whose task distribution ``best-constant`` is tuned on (``None``: the evaluated env).
     :param named: whether the label was given with ``NAME=`` (then it is never replaced).
     """
 
@@ -94,6 +101,7 @@ class AgentSpec:
     temperature: float | None = None
     shares: tuple[float, ...] | None = None
     path: str | None = None
+    tuned_on: str | None = None
     named: bool = False
 
 
@@ -124,6 +132,10 @@ def parse_spec(text: str) -> AgentSpec:
         shares = _parse_shares(text, argument)
         canonical = f"fixed:{argument}"
         return AgentSpec(canonical, kind, label or canonical, shares=shares, named=named)
+    if kind == "best-constant":
+        tuned_on = _parse_env_id(text, argument) if has_argument else None
+        canonical = f"best-constant:{tuned_on}" if tuned_on else "best-constant"
+        return AgentSpec(canonical, kind, label or canonical, tuned_on=tuned_on, named=named)
     if kind in MODEL_KINDS:
         if not argument:
             raise AgentSpecError(f"agent spec {text!r}: {kind!r} needs a model path, e.g. {kind}:runs/{kind}_Synthetic-v0_0")
@@ -208,6 +220,11 @@ def _build(spec: AgentSpec, env: gym.Env, seed: int) -> Agent:
                 "modalities: give one share per modality"
             )
         return FixedAllocationAgent(layout, mapping, spec.shares)
+    if spec.kind == "best-constant":
+        from .constants import tune_best_constant
+
+        tuned = tune_best_constant(_tuning_config(base.config, spec.tuned_on))
+        return FixedAllocationAgent(layout, mapping, tuned.shares)
     assert spec.path is not None
     path = Path(spec.path).expanduser()
     if not path.exists():
@@ -228,6 +245,35 @@ def _build(spec: AgentSpec, env: gym.Env, seed: int) -> Agent:
         raise AgentSpecError(f"agent spec {spec.text!r} needs a module that is not available: {exc}") from exc
     except _LOAD_ERRORS as exc:
         raise AgentSpecError(f"agent spec {spec.text!r}: cannot load {spec.path!r} for this env: {exc}") from exc
+
+
+def _parse_env_id(text: str, argument: str) -> str:
+    """A registered env id, with or without the ``dus_env/`` namespace."""
+    from dus_env.registration import ENV_IDS, NAMESPACE
+
+    env_id = argument if "/" in argument else f"{NAMESPACE}/{argument}"
+    if env_id not in ENV_IDS:
+        raise AgentSpecError(f"agent spec {text!r}: unknown env {argument!r}; registered are {', '.join(ENV_IDS)}")
+    return env_id
+
+
+def _tuning_config(config: EnvConfig, tuned_on: str | None) -> EnvConfig:
+    """The config ``best-constant`` is tuned with: the evaluated env's, with ``tuned_on``'s task distribution.
+
+    Training settings (episode length, batch sizes, learner) stay the evaluated env's; torch's
+    thread setting is left alone.
+    """
+    from dus_env.presets import preset
+
+    if tuned_on is not None:
+        source = preset(tuned_on.split("/", 1)[1].removesuffix("-v0"))
+        if source.task.n_modalities != config.task.n_modalities:
+            raise AgentSpecError(
+                f"agent spec 'best-constant:{tuned_on}': that env has {source.task.n_modalities} modalities, "
+                f"the evaluated env {config.task.n_modalities}"
+            )
+        config = dataclasses.replace(config, task=source.task, shuffle_modalities=source.shuffle_modalities)
+    return dataclasses.replace(config, torch_threads=None)
 
 
 def _parse_temperature(text: str, argument: str) -> float:

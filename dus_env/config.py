@@ -35,6 +35,11 @@ class EnvConfig:
     :param divergence_penalty: reward of the step whose training loss became non-finite.
     :param torch_threads: ``torch.set_num_threads`` applied when the env is created (one thread per
         env process is fastest for these small models); ``None`` leaves torch's setting alone.
+    :param shuffle_modalities: present the modalities in a random order per episode, drawn from the
+        episode's task seed: observation slots, action components and ``info`` follow the same
+        order, and ``info["modality_order"]`` says which original modality each position is. A
+        policy then cannot learn "favour index 1": it has to read the state. The modalities must
+        share one feature width (synthetic tasks; mfeat with several view sets, which pads them).
     :param device: where the models train and are evaluated: ``"cpu"``, ``"cuda"`` or ``"cuda:<index>"``
         (the batched vector env gains most from a GPU; a single env's tiny model is faster on the CPU).
     """
@@ -51,6 +56,7 @@ class EnvConfig:
     gap_penalty: float = 0.0
     divergence_penalty: float = 1.0
     torch_threads: int | None = 1
+    shuffle_modalities: bool = False
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -71,8 +77,10 @@ class EnvConfig:
         check_float(owner, "divergence_penalty", self.divergence_penalty, 0.0)
         if self.torch_threads is not None:
             check_int(owner, "torch_threads", self.torch_threads, 1, 1024)
+        if not isinstance(self.shuffle_modalities, bool):
+            fail(owner, "shuffle_modalities", self.shuffle_modalities, "expected true or false")
         check_device(owner, "device", self.device)
-        n_train = getattr(self.task, "n_train", None)
+        n_train = getattr(self.task, "n_train_bounds", (None,))[0]
         if n_train is not None and self.max_quantity > n_train:
             fail(owner, "max_quantity", self.max_quantity, f"cannot exceed the task's n_train={n_train}")
 

@@ -40,6 +40,9 @@ from .observation import TrainingStatus
 from .tasks import Split, Task, build_task
 from .validation import ConfigError
 
+#: Stream of the task seed that draws the shuffled modality order (0 would be the task's own stream).
+_SHUFFLE_STREAM = 1
+
 
 @dataclass
 class FinalMetrics:
@@ -82,6 +85,10 @@ class StepOutcome:
     reward_accuracy_gain: np.ndarray
     reward_gap_penalty: np.ndarray
     diverged: np.ndarray
+    #: Original index of the modality at each position ``[N, M]`` (the identity without shuffling).
+    modality_order: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
+    #: The task instances' drawn parameters, ``instance_<name>`` in ``info`` (per-modality ones in presented order).
+    instance: dict[str, np.ndarray] = field(default_factory=dict)
     final: FinalMetrics | None = None
     #: Envs this outcome speaks for (a reset speaks for the envs it reset only).
     envs: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
@@ -99,6 +106,9 @@ class StepOutcome:
             "reward_gap_penalty": float(self.reward_gap_penalty[env]),
             "diverged": bool(self.diverged[env]),
         }
+        info["modality_order"] = self.modality_order[env].tolist()
+        for key, values in self.instance.items():
+            info[f"instance_{key}"] = values[env].tolist()
         if self.diverged[env]:
             info["reward_divergence_penalty"] = float(self.rewards[env])
         if self.final is not None and env in self.final.envs:
@@ -141,7 +151,7 @@ class TrainingCore:
     def reset(self, envs: np.ndarray, seeds: list[tuple[int, int]]) -> StepOutcome:
         """Start new episodes for ``envs``, env ``envs[r]`` from ``seeds[r] = (task seed, model seed)``."""
         envs = np.asarray(envs, dtype=np.int64)
-        tasks = [build_task(self.config.task, np.random.default_rng(task_seed)) for task_seed, _ in seeds]
+        tasks = [self._build_task(task_seed) for task_seed, _ in seeds]
         for task in tasks:
             if self.config.max_quantity > len(task.train):
                 raise ConfigError(
@@ -154,6 +164,10 @@ class TrainingCore:
         for env, task, (_, model_seed) in zip(envs.tolist(), tasks, seeds):
             self._check_shape(task)
             self._tasks[env] = task
+            self.modality_order[env] = task.parameters["modality_order"]
+            for key, value in task.parameters.items():
+                if key != "modality_order":
+                    self.instance[key][env] = value
             for stacked, split in zip(self.splits, (task.train, task.val, task.test)):
                 stacked.fill(env, split)
             self.model.reset_env(env, torch.Generator().manual_seed(model_seed))
@@ -221,11 +235,42 @@ class TrainingCore:
 
     # -- internals --------------------------------------------------------------------------------
 
+    def _build_task(self, task_seed: int) -> Task:
+        """The episode's task instance, its modalities shuffled when the config asks for it.
+
+        The order is drawn from its own stream of the task seed, so shuffling does not change
+        which instance is drawn; it is recorded as the task's ``modality_order`` parameter.
+        """
+        task = build_task(self.config.task, np.random.default_rng(task_seed))
+        m = task.n_modalities
+        if not self.config.shuffle_modalities:
+            return task.with_parameters({**task.parameters, "modality_order": np.arange(m)})
+        if len(set(task.feature_dims)) > 1:
+            raise ConfigError(
+                f"EnvConfig.shuffle_modalities=True is invalid for this task: its modalities have different feature "
+                f"widths {task.feature_dims}, and a shuffled order needs one width (synthetic tasks have it; for mfeat "
+                "give views as a list of view sets, which pads every view to a common width)"
+            )
+        # argsort of uniform draws, not Generator.permutation: for m = 2 the latter reads one bit
+        # of the first draw, which is nearly constant across the task seeds episode_seeds makes.
+        order = np.argsort(np.random.default_rng((task_seed, _SHUFFLE_STREAM)).random(m), kind="stable")
+        permuted = task.permuted(order)
+        return permuted.with_parameters({**permuted.parameters, "modality_order": order})
+
     def _allocate(self, tasks: list[Task]) -> None:
         first = tasks[0]
         learner = self.config.learner
         self.feature_dims, self.n_classes = first.feature_dims, first.n_classes
         capacities = [max(len(getattr(task, name)) for task in tasks) for name in ("train", "val", "test")]
+        bound = getattr(self.config.task, "max_split_sizes", None)
+        if bound is not None:
+            capacities = [max(c, b) for c, b in zip(capacities, bound())]
+        self.modality_order = np.tile(np.arange(self.n_modalities), (self.n_envs, 1))
+        self.instance = {
+            key: np.zeros((self.n_envs, *value.shape), dtype=value.dtype if value.dtype.kind != "U" else object)
+            for key, value in first.parameters.items()
+            if key != "modality_order"
+        }
         self.splits = tuple(
             StackedSplit(self.n_envs, capacity, first.feature_dims, first.n_classes, self.device) for capacity in capacities
         )
@@ -312,6 +357,8 @@ class TrainingCore:
             reward_accuracy_gain=accuracy_gain,
             reward_gap_penalty=gap_penalty,
             diverged=diverged,
+            modality_order=self.modality_order.copy(),
+            instance={key: values.copy() for key, values in self.instance.items()},
             final=final,
             envs=envs,
         )

@@ -157,6 +157,26 @@ class ObservationLayout:
             )
         return observation[..., self.index(name)]
 
+    def permute_modalities(self, observation: np.ndarray, order: Sequence[int]) -> np.ndarray:
+        """The observation(s) of the same state with the modalities presented in ``order``.
+
+        Position ``j`` of every per-modality slot takes modality ``order[j]``'s value; the other slots
+        are unchanged. This is what an env with ``shuffle_modalities`` shows for order ``order``, and
+        what the mirrored-observation probe (``bench/mirror_probe.py``) feeds a policy: a policy that
+        reads the state should then move its action components with the modalities.
+        """
+        order = np.asarray(order)
+        if sorted(order.tolist()) != list(range(self.n_modalities)):
+            raise ValueError(f"order={order.tolist()} is invalid: expected a permutation of 0..{self.n_modalities - 1}")
+        observation = np.asarray(observation)
+        self.read(observation, self.slots[0].name)  # checks the size
+        result = observation.copy()
+        for slot in self.slots:
+            if slot.per_modality:
+                positions = np.arange(self.index(slot.name).start, self.index(slot.name).stop)
+                result[..., positions] = observation[..., positions[order]]
+        return result
+
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-position lower and upper bounds (float32), e.g. for the env's ``Box``."""
         low, high = self._bounds

@@ -6,8 +6,31 @@ a cheap variant beside it. ``tiny`` is a deliberately small config for tests and
 
 from __future__ import annotations
 
+from itertools import combinations
+
 from .config import EnvConfig
-from .tasks import FeaturesTaskConfig, MFeatTaskConfig, SyntheticTaskConfig
+from .tasks import MFEAT_VIEWS, FeaturesTaskConfig, MFeatTaskConfig, MixtureTaskConfig, SyntheticTaskConfig
+
+#: A distribution over two-modality synthetic tasks: a strong modality (signal 1.0-2.0) corrupted
+#: on 30-60% of the samples, and a weak clean one (signal 0.2-0.5), 500-800 training samples. How
+#: much data the weak one should get depends on how strong and how corrupted the other is, and with
+#: the order shuffled per episode no constant is right for every instance: a policy must read the
+#: training state. (Instances where rebalancing hurts come from real views: ``MFeatMix``.)
+SYNTHETIC_MIX = SyntheticTaskConfig(
+    signal_strengths=((1.0, 2.0), (0.2, 0.5)),
+    corruption_rates=((0.3, 0.6), 0.0),
+    n_train=(500, 800),
+)
+
+_PAIRS = tuple(combinations(MFEAT_VIEWS, 2))
+_TRIPLES = tuple(combinations(MFEAT_VIEWS, 3))
+#: mfeat view sets held out of training, for evaluation only: the pairs and the triple where an
+#: independent loop found that giving the weak view more data never helped.
+MFEAT_HELD_OUT_PAIRS: tuple[tuple[str, ...], ...] = (("kar", "fou"), ("zer", "mor"))
+MFEAT_HELD_OUT_TRIPLES: tuple[tuple[str, ...], ...] = (("fou", "zer", "mor"),)
+#: The other 13 pairs and 19 triples (as sets: a held-out set in another order is held out too).
+MFEAT_TRAIN_PAIRS = tuple(p for p in _PAIRS if set(p) not in [set(h) for h in MFEAT_HELD_OUT_PAIRS])
+MFEAT_TRAIN_TRIPLES = tuple(t for t in _TRIPLES if set(t) not in [set(h) for h in MFEAT_HELD_OUT_TRIPLES])
 
 PRESETS: dict[str, EnvConfig] = {
     # Two modalities: a strong one corrupted on 40% of samples, a weak clean one.
@@ -30,6 +53,19 @@ PRESETS: dict[str, EnvConfig] = {
         )
     ),
     "MFeat": EnvConfig(task=MFeatTaskConfig()),
+    # Benchmarks where the state matters (modalities shuffled per episode, instances drawn per
+    # episode): see MIX_DESCRIPTIONS below and the README's benchmark table.
+    "SyntheticMix": EnvConfig(task=SYNTHETIC_MIX, shuffle_modalities=True),
+    "MFeatMix": EnvConfig(task=MFeatTaskConfig(views=MFEAT_TRAIN_PAIRS), shuffle_modalities=True),
+    "MFeatMixHeldOut": EnvConfig(task=MFeatTaskConfig(views=MFEAT_HELD_OUT_PAIRS), shuffle_modalities=True),
+    "MFeatMix3": EnvConfig(task=MFeatTaskConfig(views=MFEAT_TRAIN_TRIPLES), shuffle_modalities=True),
+    "MFeatMix3HeldOut": EnvConfig(task=MFeatTaskConfig(views=MFEAT_HELD_OUT_TRIPLES), shuffle_modalities=True),
+    # Both regimes in one env: the synthetic mix (rebalancing pays) and the training mfeat pairs
+    # (it mostly does not), half of the episodes each. The shipped policy is trained here.
+    "SyntheticMFeatMix": EnvConfig(
+        task=MixtureTaskConfig(components=(SYNTHETIC_MIX, MFeatTaskConfig(views=MFEAT_TRAIN_PAIRS))),
+        shuffle_modalities=True,
+    ),
     # The path is required: gymnasium.make("dus_env/Features-v0", path="my_features.npz").
     "Features": EnvConfig(task=FeaturesTaskConfig()),
 }

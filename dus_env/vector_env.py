@@ -222,6 +222,11 @@ class DUSVectorEnv(VectorEnv):
         for key in STEP_INFO_KEYS:
             infos[key] = getattr(outcome, key).copy()
             infos[f"_{key}"] = present.copy()
+        infos["modality_order"] = outcome.modality_order.copy()
+        infos["_modality_order"] = present.copy()
+        for key, values in outcome.instance.items():
+            infos[f"instance_{key}"] = values.copy()
+            infos[f"_instance_{key}"] = present.copy()
         diverged = outcome.diverged & present
         if diverged.any():
             infos["reward_divergence_penalty"] = np.where(diverged, outcome.rewards, 0.0)
@@ -254,6 +259,9 @@ class DUSVectorEnv(VectorEnv):
         """The reset envs report their new episode's first info, as a reset ``DUSEnv`` would."""
         for key in STATE_INFO_KEYS:
             infos[key][envs] = getattr(after, key)[envs]
+        infos["modality_order"][envs] = after.modality_order[envs]
+        for key, values in after.instance.items():
+            infos[f"instance_{key}"][envs] = values[envs]
         for key in ("reward_accuracy_gain", "reward_gap_penalty"):
             infos[key][envs] = 0.0
         infos["diverged"][envs] = False

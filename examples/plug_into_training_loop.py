@@ -3,17 +3,20 @@
 The loop below is what a researcher already has: two modality encoders with their own heads,
 late fusion by summing logits, Adam, cross-entropy. The only change DUS asks for is where the
 batch is drawn: modality ``j`` takes part in ``n_j`` samples of the batch, with ``n_j`` from the
-sampler, and the sampler is shown each modality's logits after the step. The script trains the
-same model with the sampler and with uniform sampling over a few seeds and prints both results.
+sampler (``participation_masks`` says which), the sampler is given the model's validation logits
+before each decision, and it is shown each modality's logits after the step. The script trains
+the same model with the sampler and with uniform sampling over a few seeds and prints both results.
 
     python examples/plug_into_training_loop.py                          # DUS-H, synthetic data
     python examples/plug_into_training_loop.py --policy runs/ppo_Synthetic-v0_0/exported
     python examples/plug_into_training_loop.py --data mfeat --seeds 5
+    python examples/plug_into_training_loop.py --seeds 1 --iterations 40   # a quick check
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -26,13 +29,11 @@ from torch.nn import functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dus_env.metrics import balanced_accuracy  # noqa: E402
-from dus_env.quantities import QuantityMapping  # noqa: E402
-from dus_env.sampler import DUSSampler  # noqa: E402
-from dus_env.tasks import MFeatTaskConfig, SyntheticTaskConfig, Task, build_task  # noqa: E402
+from dus_env.sampler import DUSSampler, participation_masks  # noqa: E402
+from dus_env.tasks import MFeatTaskConfig, Split, SyntheticTaskConfig, Task, build_task  # noqa: E402
 
 BATCH = 32
-ITERATIONS = 200
-VALIDATE_EVERY = 10
+VALIDATE_EVERY = 10  # K: training iterations between two sampling decisions
 
 
 class LateFusionNet(nn.Module):
@@ -49,30 +50,32 @@ class LateFusionNet(nn.Module):
 
 
 @torch.no_grad()
-def accuracies(model: LateFusionNet, features: tuple[torch.Tensor, ...], labels: torch.Tensor, n_classes: int) -> tuple[list[float], float]:
-    logits = model(list(features))
-    per_modality = [balanced_accuracy(x.argmax(1), labels, n_classes) for x in logits]
-    return per_modality, balanced_accuracy(torch.stack(logits).sum(0).argmax(1), labels, n_classes)
+def split_logits(model: LateFusionNet, split: Split) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Each modality's logits on a whole split, and the fused (summed) logits."""
+    logits = model(list(split.features))
+    return logits, torch.stack(logits).sum(0)
 
 
-def train(task: Task, sampler: DUSSampler | None, seed: int) -> float:
+def train(task: Task, sampler: DUSSampler | None, seed: int, iterations: int) -> float:
     """Train from scratch; ``sampler=None`` is uniform sampling. Returns fused test accuracy."""
     torch.manual_seed(seed)  # the example's own model init; the library itself never seeds globally
     generator = torch.Generator().manual_seed(seed)
     model = LateFusionNet(task.feature_dims, task.n_classes)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     x, y = task.train.features, task.train.labels
-    for iteration in range(ITERATIONS):
+    uniform = np.full(task.n_modalities, BATCH)
+    for _ in range(iterations):
         if sampler is not None and sampler.decision_pending:
-            sampler.set_validation(*accuracies(model, task.val.features, task.val.labels, task.n_classes))
-        quantities = sampler.quantities() if sampler is not None else np.full(task.n_modalities, BATCH)
-        rows = torch.randint(len(y), (int(quantities.max()),), generator=generator)
+            sampler.set_validation_logits(*split_logits(model, task.val), task.val.labels)
+        quantities = sampler.quantities() if sampler is not None else uniform
+        masks = participation_masks(quantities, generator)  # [M, b]: the rows each modality takes part in
+        rows = torch.randint(len(y), (masks.shape[1],), generator=generator)
         fused = torch.zeros(len(rows), task.n_classes)
         logits, labels = [], []
-        for j, count in enumerate(quantities.tolist()):
-            members = torch.randperm(len(rows), generator=generator)[:count]
+        for j, mask in enumerate(masks):
+            members = mask.nonzero().squeeze(1)
             modality_logits = model.branches[j](x[j][rows[members]])
-            fused = fused.index_add(0, members, modality_logits)
+            fused = fused.index_add(0, members, modality_logits)  # fuse only the modalities taking part
             logits.append(modality_logits)
             labels.append(y[rows[members]])
         loss = F.cross_entropy(fused, y[rows])
@@ -81,32 +84,36 @@ def train(task: Task, sampler: DUSSampler | None, seed: int) -> float:
         optimizer.step()
         if sampler is not None:
             sampler.observe(logits, labels, loss=loss)
-    _, fused_test = accuracies(model, task.test.features, task.test.labels, task.n_classes)
-    return fused_test
+    _, fused_test = split_logits(model, task.test)
+    return balanced_accuracy(fused_test.argmax(1), task.test.labels, task.n_classes)
 
 
-def make_sampler(policy: str | None, task: Task) -> DUSSampler:
+def make_sampler(policy: str | None, task: Task, iterations: int) -> DUSSampler:
+    """The run length is explicit: K = VALIDATE_EVERY iterations per decision, T decisions in the run."""
+    run = dict(iterations_per_decision=VALIDATE_EVERY, total_decisions=math.ceil(iterations / VALIDATE_EVERY))
     if policy:
-        return DUSSampler.from_artifact(policy, n_classes=task.n_classes, base_batch_size=BATCH,
-                                        iterations_per_decision=VALIDATE_EVERY, total_decisions=ITERATIONS // VALIDATE_EVERY)
-    mapping = QuantityMapping(task.n_modalities, BATCH, BATCH // 4, 2 * BATCH - BATCH // 4)
-    return DUSSampler.heuristic(mapping, task.n_classes, VALIDATE_EVERY, ITERATIONS // VALIDATE_EVERY)
+        return DUSSampler.from_artifact(policy, n_classes=task.n_classes, base_batch_size=BATCH, **run)
+    return DUSSampler.heuristic(task.n_classes, n_modalities=task.n_modalities, base_batch_size=BATCH, **run)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--policy", help="exported policy folder; default: the DUS-H heuristic")
     parser.add_argument("--data", choices=("synthetic", "mfeat"), default="synthetic")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=3, help="training runs per sampler (default: 3)")
+    parser.add_argument("--iterations", type=int, default=200, help="training iterations per run (default: 200)")
     args = parser.parse_args()
+    for name in ("seeds", "iterations"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name}={getattr(args, name)} is invalid: expected an integer >= 1")
     torch.set_num_threads(1)
     results: dict[str, list[float]] = {"DUSSampler": [], "uniform": []}
     for seed in range(args.seeds):
         config = SyntheticTaskConfig() if args.data == "synthetic" else MFeatTaskConfig()
         task = build_task(config, np.random.default_rng(seed))
-        sampler = make_sampler(args.policy, task)
-        results["DUSSampler"].append(train(task, sampler, seed))
-        results["uniform"].append(train(task, None, seed))
+        sampler = make_sampler(args.policy, task, args.iterations)
+        results["DUSSampler"].append(train(task, sampler, seed, args.iterations))
+        results["uniform"].append(train(task, None, seed, args.iterations))
     for name, values in results.items():
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
         print(f"{name:<11} fused test balanced accuracy {100 * statistics.mean(values):6.2f} ± {100 * spread:.2f} % "

@@ -103,7 +103,7 @@ def test_wrong_layout_version_is_refused(ppo_artifact, tmp_path: Path) -> None:
     with pytest.raises(LayoutVersionError, match="layout version 2.*re-export"):
         PolicyArtifact(path)
     with pytest.raises(LayoutVersionError):
-        DUSSampler.from_artifact(path, n_classes=10)
+        DUSSampler.from_artifact(path, n_classes=10, iterations_per_decision=10, total_decisions=20)
 
 
 def test_corrupt_or_missing_artifact_files_are_named(ppo_artifact, tmp_path: Path) -> None:
@@ -157,9 +157,10 @@ def test_sampler_reproduces_env_observations_for_the_same_history() -> None:
     core = env.unwrapped
     agent = HeuristicAgent(core.layout, core.mapping, temperature=0.05)
     config = core.config
-    sampler = DUSSampler.heuristic(core.mapping, n_classes=config.task.n_classes,
+    sampler = DUSSampler.heuristic(config.task.n_classes, mapping=core.mapping,
                                    iterations_per_decision=config.iterations_per_step,
-                                   total_decisions=config.decision_steps, temperature=0.05)
+                                   total_decisions=config.decision_steps, temperature=0.05,
+                                   missing_validation="error")
     observation, info = env.reset(seed=11)
     records = []
     original = core.core.learner.run
@@ -188,8 +189,8 @@ def test_sampler_reproduces_env_observations_for_the_same_history() -> None:
 
 
 def test_sampler_observe_scores_logits_like_the_learner() -> None:
-    mapping = QuantityMapping(2, 8, 2, 14)
-    sampler = DUSSampler.heuristic(mapping, n_classes=3, iterations_per_decision=2, total_decisions=5)
+    sampler = DUSSampler.heuristic(3, n_modalities=2, base_batch_size=8, iterations_per_decision=2, total_decisions=5)
+    assert sampler.mapping == QuantityMapping(2, 8, 2, 14)  # the env's range 8..56 around B=32, scaled to B=8
     assert sampler.quantities().tolist() == [8, 8]  # no scores yet: uniform
     generator = torch.Generator().manual_seed(0)
     labels = torch.tensor([0, 1, 2, 0])
@@ -209,14 +210,14 @@ def test_sampler_observe_scores_logits_like_the_learner() -> None:
         (lambda s: s.observe([torch.zeros(4, 3), torch.zeros(5, 3)], torch.zeros(4, dtype=torch.long)), "modality 1: logits of shape"),
         (lambda s: s.observe([torch.zeros(4, 3), torch.zeros(4, 7)], torch.zeros(4, dtype=torch.long)), "7 classes, expected 3"),
         (lambda s: s.observe([torch.zeros(4, 3)] * 2, torch.zeros(4, dtype=torch.long), loss=float("nan")), "diverged"),
-        (lambda s: s.set_validation([0.5], 0.5), "1 modality accuracies given, expected 2"),
+        (lambda s: s.set_validation([0.5], 0.5), "modality_accuracies has 1 values .* expected 2"),
         (lambda s: s.observe([torch.zeros(0, 3), torch.zeros(4, 3)], [torch.zeros(0, dtype=torch.long), torch.zeros(4, dtype=torch.long)]), "modality 0: no samples"),
         (lambda s: s.observe([torch.zeros(4, 3)] * 2, torch.tensor([0, 1, 2, 3])), r"labels out of range \[0, 3\]"),
         (lambda s: s.observe([torch.full((4, 3), float("nan"))] * 2, torch.zeros(4, dtype=torch.long)), "NaN or inf"),
     ],
 )
 def test_sampler_input_errors_name_the_problem(call, message: str) -> None:
-    sampler = DUSSampler.heuristic(QuantityMapping(2, 8, 2, 14), n_classes=3, iterations_per_decision=2, total_decisions=5)
+    sampler = DUSSampler.heuristic(3, mapping=QuantityMapping(2, 8, 2, 14), iterations_per_decision=2, total_decisions=5)
     with pytest.raises(ValueError, match=message):
         call(sampler)
 
@@ -230,9 +231,12 @@ def test_sampler_runs_without_gymnasium_or_sb3(ppo_artifact, backend: str) -> No
             sys.modules[name] = None  # any import of them now fails
         import torch
         from dus_env.sampler import DUSSampler
-        sampler = DUSSampler.from_artifact({str(ppo_artifact[2])!r}, n_classes=10, backend={backend!r})
+        sampler = DUSSampler.from_artifact({str(ppo_artifact[2])!r}, n_classes=10, backend={backend!r},
+                                           iterations_per_decision=2, total_decisions=3)
         labels = torch.arange(8) % 10
         for _ in range(5):
+            if sampler.decision_pending:
+                sampler.set_validation([0.1, 0.1], 0.1)
             q = sampler.quantities()
             sampler.observe([torch.randn(int(q[0]), 10), torch.randn(int(q[1]), 10)], [labels[: q[0]] if q[0] <= 8 else torch.arange(int(q[0])) % 10, torch.arange(int(q[1])) % 10])
         print(sampler.quantities().sum())

@@ -10,20 +10,23 @@ from ..validation import ConfigError
 from .base import Split, Task
 from .features import FeatureFileError, FeaturesTaskConfig, build_features_task, read_feature_file
 from .mfeat import MFEAT_VIEWS, MFeatTaskConfig, build_mfeat_task
+from .mixture import MixtureTaskConfig, build_mixture_task
 from .synthetic import SyntheticTaskConfig, build_synthetic_task
 
-TaskConfig = Union[SyntheticTaskConfig, MFeatTaskConfig, FeaturesTaskConfig]
+TaskConfig = Union[SyntheticTaskConfig, MFeatTaskConfig, FeaturesTaskConfig, MixtureTaskConfig]
 
 TASK_CONFIGS: dict[str, type] = {
     "synthetic": SyntheticTaskConfig,
     "mfeat": MFeatTaskConfig,
     "features": FeaturesTaskConfig,
+    "mixture": MixtureTaskConfig,
 }
 
 _BUILDERS = {
     "synthetic": build_synthetic_task,
     "mfeat": build_mfeat_task,
     "features": build_features_task,
+    "mixture": build_mixture_task,
 }
 
 
@@ -51,6 +54,7 @@ __all__ = [
     "FeatureFileError",
     "FeaturesTaskConfig",
     "MFeatTaskConfig",
+    "MixtureTaskConfig",
     "Split",
     "SyntheticTaskConfig",
     "Task",

@@ -7,7 +7,8 @@ and then only indexed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -26,7 +27,12 @@ class Split:
 
 @dataclass(frozen=True)
 class Task:
-    """Train / validation / test splits of one multimodal classification problem."""
+    """Train / validation / test splits of one multimodal classification problem.
+
+    ``parameters`` are the instance's drawn parameters (reported in the env's ``info`` as
+    ``instance_<name>``): 1-D arrays hold one value per modality, in the task's modality order;
+    0-D arrays describe the whole instance.
+    """
 
     name: str
     modality_names: tuple[str, ...]
@@ -34,6 +40,32 @@ class Task:
     train: Split
     val: Split
     test: Split
+    parameters: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+    def with_parameters(self, parameters: Mapping[str, np.ndarray]) -> "Task":
+        """This task with its instance parameters recorded."""
+        return replace(self, parameters=dict(parameters))
+
+    def permuted(self, order: np.ndarray) -> "Task":
+        """The same task with its modalities presented in ``order``: modality ``j`` is ``self``'s ``order[j]``.
+
+        Features, names and per-modality parameters move together, so everything built from the
+        task (observation slots, action components, ``info``) follows the same order.
+        """
+        order = [int(j) for j in order]
+
+        def split(s: Split) -> Split:
+            return Split(tuple(s.features[j] for j in order), s.labels)
+
+        parameters = {k: (v[order] if v.ndim == 1 else v) for k, v in self.parameters.items()}
+        return replace(
+            self,
+            modality_names=tuple(self.modality_names[j] for j in order),
+            train=split(self.train),
+            val=split(self.val),
+            test=split(self.test),
+            parameters=parameters,
+        )
 
     @property
     def n_modalities(self) -> int:
@@ -98,3 +130,17 @@ def make_task(
         for part, rows in zip(per_split, (train_rows, val_rows, test_rows))
     )
     return Task(name, modality_names, n_classes, train, val, test)
+
+
+def pad_features(task: Task, width: int) -> Task:
+    """``task`` with every modality's features zero-padded on the right to ``width`` columns.
+
+    Why: the envs of a batch share one model shape; zero columns carry no signal and leave the
+    padded weights without gradient.
+    """
+
+    def pad(s: Split) -> Split:
+        padded = tuple(torch.nn.functional.pad(x, (0, width - x.shape[1])) for x in s.features)
+        return Split(padded, s.labels)
+
+    return replace(task, train=pad(task.train), val=pad(task.val), test=pad(task.test))

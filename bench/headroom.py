@@ -1,0 +1,129 @@
+"""How much a sampling policy can gain by reading the training state, on an env's held-out instances.
+
+For each env it prints the final fused test accuracy (mean over the held-out seeds) of:
+
+* ``uniform``: every modality gets ``B`` samples per iteration;
+* ``best single constant``: the one constant allocation with the best mean accuracy on the tuning
+  seeds (:data:`agents.constants.TUNING_SEEDS`), then run on the held-out seeds;
+* ``per-instance oracle``: for each held-out instance, the constant that is best for *that*
+  instance, picked on a replicate run (same task, another model seed) and scored on the held-out
+  episode; an upper bound for every policy that does not read the state but knew the task (the
+  in-sample maximum, which also fits the run's noise, is printed beside it);
+* ``DUS-H`` and every agent given with ``--agents`` (specs as in ``evaluate.py``).
+
+**Headroom** = per-instance oracle minus best single constant, with a paired 95% confidence
+interval over the held-out instances: what a policy can gain over the best state-free policy by
+knowing which instance it faces. Near zero means the env does not need the state.
+
+Usage::
+
+    python bench/headroom.py --envs Synthetic-v0 SyntheticMix-v0 MFeatMixHeldOut-v0 \\
+        --agents ppo:runs/ppo_0/best_model/best_model.zip --seeds 40 --seed-offset 50100
+
+Runs on every core; a few minutes per env at the defaults (``--grid-step 0.05``: 15 constants for
+two modalities). ``--out FILE.json`` keeps every number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agents.benchmark import batches, make_plan, resolve_env_id, run_batch  # noqa: E402
+from agents.constants import (  # noqa: E402
+    DEFAULT_STEP, TUNING_SEEDS, constant_accuracies, instance_oracle, seed_pair, share_grid, shares_of, tune_best_constant,
+)
+from agents.stats import paired_comparison, summarize  # noqa: E402
+from dus_env.presets import preset  # noqa: E402
+
+
+def agent_accuracies(env_id: str, specs: list[str], seeds: list[int]) -> dict[str, np.ndarray]:
+    """Final test accuracy of each agent on each seed (episodes batched per agent, as ``evaluate.py`` runs them)."""
+    plan = make_plan(specs, [env_id], {}, len(seeds), seeds[0], None)
+    results = [result for batch in batches(plan.jobs()) for result in run_batch(batch)]
+    accuracies: dict[str, np.ndarray] = {}
+    for spec in plan.agents:
+        by_seed = {r.seed: r.test_accuracy for r in results if r.agent == spec.label}
+        accuracies[spec.label] = np.array([by_seed[s] for s in seeds])
+    return accuracies
+
+
+def headroom(env_id: str, seeds: list[int], step: float, agents: list[str], tuning_seeds: tuple[int, ...]) -> dict:
+    config = dataclasses.replace(preset(env_id.split("/", 1)[1].removesuffix("-v0")), torch_threads=None)
+    grid = share_grid(config.quantity_mapping(), step)
+    uniform_index = int(np.flatnonzero((grid == grid[:, :1]).all(axis=1))[0])
+    started = time.perf_counter()
+    tuned = tune_best_constant(config, tuning_seeds, step)
+    best_index = int(np.argmax(tuned.mean_accuracy))
+    oracle = instance_oracle(config, seeds, grid)
+    rows = {
+        "uniform": oracle.table[:, uniform_index],
+        "best single constant": oracle.table[:, best_index],
+        "per-instance oracle": oracle.accuracy,
+        "per-instance oracle (in-sample)": oracle.in_sample,
+    }
+    threads = torch.get_num_threads()
+    rows.update(agent_accuracies(env_id, ["heuristic", *agents], seeds))
+    torch.set_num_threads(threads)  # the agents' vector envs apply their config's torch_threads (1)
+    gap = paired_comparison(rows["per-instance oracle"], rows["best single constant"])
+    return {
+        "env": env_id,
+        "seeds": seeds,
+        "grid_step": step,
+        "grid_shares": shares_of(grid).round(4).tolist(),
+        "best_single_shares": [round(x, 4) for x in tuned.shares],
+        "tuning_mean_accuracy": tuned.mean_accuracy.tolist(),
+        "accuracy": {name: values.tolist() for name, values in rows.items()},
+        "headroom": {"mean": gap.mean_diff, "ci": [gap.ci_low, gap.ci_high], "p_value": gap.t_pvalue},
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def print_report(report: dict) -> None:
+    print(f"\n{report['env']}: {len(report['seeds'])} held-out seeds from {report['seeds'][0]}, "
+          f"grid step {report['grid_step']} ({len(report['grid_shares'])} constants), "
+          f"best single constant {report['best_single_shares']} (tuned on {len(TUNING_SEEDS)} tuning seeds)")
+    uniform = np.array(report["accuracy"]["uniform"])
+    for name, values in report["accuracy"].items():
+        summary = summarize(values)
+        diff = paired_comparison(values, uniform) if name != "uniform" else None
+        versus = f"   vs uniform {100 * diff.mean_diff:+.2f} [{100 * diff.ci_low:+.2f}, {100 * diff.ci_high:+.2f}]" if diff else ""
+        print(f"  {name:34s} {100 * summary.mean:6.2f} ± {100 * summary.std:5.2f}{versus}")
+    h = report["headroom"]
+    print(f"  headroom (oracle - best single): {100 * h['mean']:+.2f} points, 95% CI "
+          f"[{100 * h['ci'][0]:+.2f}, {100 * h['ci'][1]:+.2f}], p = {h['p_value']:.3g}   ({report['seconds']:.0f} s)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--envs", nargs="+", default=["Synthetic-v0", "SyntheticMix-v0", "MFeatMix-v0", "MFeatMixHeldOut-v0"])
+    parser.add_argument("--agents", nargs="*", default=[], help="extra agent specs (evaluate.py syntax)")
+    parser.add_argument("--seeds", type=int, default=40, help="held-out instances per env")
+    parser.add_argument("--seed-offset", type=int, default=50_100, help="first held-out seed")
+    parser.add_argument("--grid-step", type=float, default=DEFAULT_STEP, help="share grid step of the constants")
+    parser.add_argument("--out", type=Path, default=None, help="write every number to this JSON file")
+    args = parser.parse_args(argv)
+    if args.seeds < 2:
+        parser.error(f"--seeds={args.seeds} is invalid: need at least 2 held-out seeds for a confidence interval")
+    seeds = list(range(args.seed_offset, args.seed_offset + args.seeds))
+    reports = []
+    for name in args.envs:
+        report = headroom(resolve_env_id(name), seeds, args.grid_step, args.agents, TUNING_SEEDS)
+        print_report(report)
+        reports.append(report)
+    if args.out is not None:
+        args.out.write_text(json.dumps(reports, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
