@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Sequence
 
 import numpy as np
 
@@ -105,9 +106,13 @@ class TunedConstant:
     mean_accuracy: np.ndarray
 
 
-@lru_cache(maxsize=16)
-def tune_best_constant(config: EnvConfig, seeds: tuple[int, ...] = TUNING_SEEDS, step: float = DEFAULT_STEP) -> TunedConstant:
+def tune_best_constant(config: EnvConfig, seeds: Sequence[int] = TUNING_SEEDS, step: float = DEFAULT_STEP) -> TunedConstant:
     """The constant with the best mean final test accuracy over the tuning ``seeds`` (cached per process)."""
+    return _tune_best_constant(config, tuple(int(s) for s in seeds), float(step))
+
+
+@lru_cache(maxsize=16)
+def _tune_best_constant(config: EnvConfig, seeds: tuple[int, ...], step: float) -> TunedConstant:
     grid = share_grid(config.quantity_mapping(), step)
     accuracies = constant_accuracies(config, [seed_pair(s) for s in seeds], grid)
     mean = accuracies.mean(axis=0)

@@ -19,6 +19,7 @@ spec                      agent                                                 
                           :data:`SB3_ALGOS` (``ppo``, ``a2c``, ``sac``, ...)
 ``reinforce:PATH``        a policy saved by :mod:`agents.reinforce`                        ``reinforce``
 ``exported:PATH``         an exported policy artifact (what ``DUSSampler`` runs)           ``exported``
+``pretrained``            the policy shipped with the package (:mod:`dus_env.policies`)    ``pretrained``
 ========================  ===============================================================  ==============
 
 ``PATH`` may contain ``{env}``, replaced by the env id without its namespace (``Synthetic-v0``), so
@@ -44,6 +45,7 @@ import gymnasium as gym
 
 from dus_env.config import EnvConfig
 from dus_env.heuristic import DEFAULT_TEMPERATURE, check_temperature
+from dus_env.validation import ConfigError
 
 from .base import Agent
 from .baselines import FixedAllocationAgent, RandomAgent, UniformAgent
@@ -58,13 +60,13 @@ SB3_ALGOS: tuple[str, ...] = (
     "a2c", "ars", "crossq", "ddpg", "dqn", "maskableppo", "ppo", "ppo_lstm", "ppo_mask", "qrdqn", "recurrentppo",
     "sac", "td3", "tqc", "trpo",
 )
-RULE_KINDS: tuple[str, ...] = ("uniform", "random", "heuristic", "fixed", "best-constant")
+RULE_KINDS: tuple[str, ...] = ("uniform", "random", "heuristic", "fixed", "best-constant", "pretrained")
 MODEL_KINDS: tuple[str, ...] = ("reinforce", "exported", *SB3_ALGOS)
 
 #: One line per accepted form, for error messages and ``--help``.
 SPEC_FORMS = (
     "uniform | random | heuristic | heuristic:TAU | fixed:S1,S2,... (one share per modality) | best-constant | "
-    "best-constant:ENV | "
+    "best-constant:ENV | pretrained | "
     f"ALGO:PATH (ALGO in {', '.join(SB3_ALGOS)}) | reinforce:PATH | exported:PATH; "
     "prefix NAME= to set the display name; PATH may contain {env}"
 )
@@ -120,7 +122,7 @@ def parse_spec(text: str) -> AgentSpec:
     kind = head.strip().lower()
     argument = argument.strip()
     named = label is not None
-    if kind in ("uniform", "random"):
+    if kind in ("uniform", "random", "pretrained"):
         if has_argument:
             raise AgentSpecError(f"agent spec {text!r}: {kind!r} takes no argument (write just {kind!r})")
         return AgentSpec(kind, kind, label or kind, named=named)
@@ -220,6 +222,15 @@ def _build(spec: AgentSpec, env: gym.Env, seed: int) -> Agent:
                 "modalities: give one share per modality"
             )
         return FixedAllocationAgent(layout, mapping, spec.shares)
+    if spec.kind == "pretrained":
+        from dus_env.policies import pretrained_path
+
+        from .exported import ExportedPolicyAgent
+
+        try:
+            return ExportedPolicyAgent.load(str(pretrained_path()), env)
+        except _LOAD_ERRORS as exc:
+            raise AgentSpecError(f"agent spec {spec.text!r}: the shipped policy cannot act in this env: {exc}") from exc
     if spec.kind == "best-constant":
         from .constants import tune_best_constant
 
@@ -267,12 +278,20 @@ def _tuning_config(config: EnvConfig, tuned_on: str | None) -> EnvConfig:
 
     if tuned_on is not None:
         source = preset(tuned_on.split("/", 1)[1].removesuffix("-v0"))
+        if source.task.kind == "features":
+            raise AgentSpecError(
+                f"agent spec 'best-constant:{tuned_on}': that env needs a features file, which a spec cannot name; "
+                "evaluate best-constant on the Features-v0 env itself (it is then tuned on that env's file)"
+            )
         if source.task.n_modalities != config.task.n_modalities:
             raise AgentSpecError(
                 f"agent spec 'best-constant:{tuned_on}': that env has {source.task.n_modalities} modalities, "
                 f"the evaluated env {config.task.n_modalities}"
             )
-        config = dataclasses.replace(config, task=source.task, shuffle_modalities=source.shuffle_modalities)
+        try:
+            config = dataclasses.replace(config, task=source.task, shuffle_modalities=source.shuffle_modalities)
+        except ConfigError as exc:
+            raise AgentSpecError(f"agent spec 'best-constant:{tuned_on}': this env's settings do not fit that task: {exc}") from None
     return dataclasses.replace(config, torch_threads=None)
 
 

@@ -38,17 +38,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.benchmark import batches, make_plan, resolve_env_id, run_batch  # noqa: E402
+from agents.benchmark import BenchmarkInputError, batches, make_plan, parse_env_kwargs, resolve_env_id, run_batch  # noqa: E402
 from agents.constants import (  # noqa: E402
     DEFAULT_STEP, TUNING_SEEDS, constant_accuracies, instance_oracle, seed_pair, share_grid, shares_of, tune_best_constant,
 )
 from agents.stats import paired_comparison, summarize  # noqa: E402
+from dus_env.config import resolve_config  # noqa: E402
 from dus_env.presets import preset  # noqa: E402
 
 
-def agent_accuracies(env_id: str, specs: list[str], seeds: list[int]) -> dict[str, np.ndarray]:
+def agent_accuracies(env_id: str, env_kwargs: dict, specs: list[str], seeds: list[int]) -> dict[str, np.ndarray]:
     """Final test accuracy of each agent on each seed (episodes batched per agent, as ``evaluate.py`` runs them)."""
-    plan = make_plan(specs, [env_id], {}, len(seeds), seeds[0], None)
+    plan = make_plan(specs, [env_id], env_kwargs, len(seeds), seeds[0], None)
     results = [result for batch in batches(plan.jobs()) for result in run_batch(batch)]
     accuracies: dict[str, np.ndarray] = {}
     for spec in plan.agents:
@@ -57,8 +58,13 @@ def agent_accuracies(env_id: str, specs: list[str], seeds: list[int]) -> dict[st
     return accuracies
 
 
-def headroom(env_id: str, seeds: list[int], step: float, agents: list[str], tuning_seeds: tuple[int, ...]) -> dict:
-    config = dataclasses.replace(preset(env_id.split("/", 1)[1].removesuffix("-v0")), torch_threads=None)
+def headroom(
+    env_id: str, seeds: list[int], step: float, agents: list[str], tuning_seeds: tuple[int, ...], env_kwargs: dict | None = None
+) -> dict:
+    """Every number of one env's report (see the module docstring); ``env_kwargs`` as for ``gymnasium.make``."""
+    env_kwargs = env_kwargs or {}
+    base = preset(env_id.split("/", 1)[1].removesuffix("-v0"))
+    config = dataclasses.replace(resolve_config(base, env_kwargs), torch_threads=None)
     grid = share_grid(config.quantity_mapping(), step)
     uniform_index = int(np.flatnonzero((grid == grid[:, :1]).all(axis=1))[0])
     started = time.perf_counter()
@@ -72,12 +78,15 @@ def headroom(env_id: str, seeds: list[int], step: float, agents: list[str], tuni
         "per-instance oracle (in-sample)": oracle.in_sample,
     }
     threads = torch.get_num_threads()
-    rows.update(agent_accuracies(env_id, ["heuristic", *agents], seeds))
+    for label, values in agent_accuracies(env_id, env_kwargs, ["heuristic", *agents], seeds).items():
+        rows[label if label not in rows else f"{label} (agent)"] = values
     torch.set_num_threads(threads)  # the agents' vector envs apply their config's torch_threads (1)
     gap = paired_comparison(rows["per-instance oracle"], rows["best single constant"])
     return {
         "env": env_id,
+        "env_kwargs": env_kwargs,
         "seeds": seeds,
+        "tuning_seeds": list(tuning_seeds),
         "grid_step": step,
         "grid_shares": shares_of(grid).round(4).tolist(),
         "best_single_shares": [round(x, 4) for x in tuned.shares],
@@ -91,7 +100,8 @@ def headroom(env_id: str, seeds: list[int], step: float, agents: list[str], tuni
 def print_report(report: dict) -> None:
     print(f"\n{report['env']}: {len(report['seeds'])} held-out seeds from {report['seeds'][0]}, "
           f"grid step {report['grid_step']} ({len(report['grid_shares'])} constants), "
-          f"best single constant {report['best_single_shares']} (tuned on {len(TUNING_SEEDS)} tuning seeds)")
+          f"best single constant {report['best_single_shares']} (tuned on {len(report['tuning_seeds'])} tuning seeds "
+          f"from {report['tuning_seeds'][0]})")
     uniform = np.array(report["accuracy"]["uniform"])
     for name, values in report["accuracy"].items():
         summary = summarize(values)
@@ -110,14 +120,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=40, help="held-out instances per env")
     parser.add_argument("--seed-offset", type=int, default=50_100, help="first held-out seed")
     parser.add_argument("--grid-step", type=float, default=DEFAULT_STEP, help="share grid step of the constants")
+    parser.add_argument("--tuning-seeds", type=int, default=len(TUNING_SEEDS),
+                        help=f"tuning seeds of the best single constant (from {TUNING_SEEDS[0]})")
+    parser.add_argument("--env-kwargs", nargs="*", default=[], metavar="ITEM",
+                        help="env config overrides as in evaluate.py (a JSON object, or key=value items)")
     parser.add_argument("--out", type=Path, default=None, help="write every number to this JSON file")
     args = parser.parse_args(argv)
     if args.seeds < 2:
         parser.error(f"--seeds={args.seeds} is invalid: need at least 2 held-out seeds for a confidence interval")
+    if args.tuning_seeds < 1:
+        parser.error(f"--tuning-seeds={args.tuning_seeds} is invalid: need at least 1")
+    try:
+        env_kwargs = parse_env_kwargs(args.env_kwargs)
+        env_ids = [resolve_env_id(name) for name in args.envs]
+    except BenchmarkInputError as error:
+        parser.error(str(error))
     seeds = list(range(args.seed_offset, args.seed_offset + args.seeds))
+    tuning = tuple(range(TUNING_SEEDS[0], TUNING_SEEDS[0] + args.tuning_seeds))
     reports = []
-    for name in args.envs:
-        report = headroom(resolve_env_id(name), seeds, args.grid_step, args.agents, TUNING_SEEDS)
+    for env_id in env_ids:
+        report = headroom(env_id, seeds, args.grid_step, args.agents, tuning, env_kwargs)
         print_report(report)
         reports.append(report)
     if args.out is not None:

@@ -8,9 +8,9 @@ mirrored observation equals its share for the last position on the original. A p
 a fixed preference for an index keeps its shares where they were.
 
 Printed per agent: the mean share of position 0 on the original and on the mirrored observations,
-the share the mirror would give if the policy followed the modalities, and the *follow ratio*
-``(mirrored - original) / (followed - original)`` of the position-0 share (1 = the shares move
-fully with the modalities, 0 = they do not move), over all decisions.
+the share the mirror would give if the policy followed the modalities, and the *follow ratio*: the
+least-squares slope of (mirrored - original) on (followed - original) of the position-0 share over
+all decisions (1 = the shares move fully with the modalities, 0 = they do not move).
 
 Usage::
 
@@ -43,9 +43,14 @@ class MirrorResult:
 
     @property
     def follow_ratio(self) -> float:
-        moved = float(np.mean(self.mirrored - self.original))
-        wanted = float(np.mean(self.followed - self.original))
-        return moved / wanted if abs(wanted) > 1e-9 else float("nan")
+        """Least-squares slope of how far the share moved on how far following would move it.
+
+        A slope, not a ratio of means: with shuffled modalities the weak one sits at either
+        position, so the signed moves of different decisions would cancel in a mean.
+        """
+        moved, wanted = self.mirrored - self.original, self.followed - self.original
+        scale = float(np.sum(wanted * wanted))
+        return float(np.sum(moved * wanted)) / scale if scale > 1e-12 else float("nan")
 
 
 def mirror_probe(spec: str, env_id: str, seeds: list[int], env_kwargs: dict | None = None) -> MirrorResult:

@@ -7,7 +7,7 @@ Importing the package registers the Gymnasium ids ``dus_env/<Name>-v0`` (see ``E
 
     env = gym.make("dus_env/Synthetic-v0")
 
-The plug-in sampler (``dus_env.sampler.DUSSampler``) needs only torch and numpy: when gymnasium is
+The plug-in sampler (``dus_env.DUSSampler``) needs only torch and numpy: when gymnasium is
 not installed, the package still imports, without the environment and its registration.
 """
 
@@ -22,10 +22,11 @@ from .monitor import DiscrepancyMonitor, modality_score
 from .observation import LAYOUT_VERSION, LayoutVersionError, ObservationLayout, TrainingStatus
 from .presets import PRESETS, TINY_OVERRIDES, preset
 from .quantities import QuantityMapping
-from .tasks import FeatureFileError, FeaturesTaskConfig, MFeatTaskConfig, SyntheticTaskConfig
+from .sampler import DUSSampler, MissingValidationError, participation_masks
+from .tasks import FeatureFileError, FeaturesTaskConfig, MFeatTaskConfig, MixtureTaskConfig, SyntheticTaskConfig
 from .validation import ConfigError
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 try:
     import gymnasium  # noqa: F401
@@ -59,6 +60,7 @@ __all__ = [
     "TINY_OVERRIDES",
     "ConfigError",
     "DUSEnv",
+    "DUSSampler",
     "DUSVectorEnv",
     "DiscrepancyMonitor",
     "EnvConfig",
@@ -68,6 +70,8 @@ __all__ = [
     "LayoutVersionError",
     "LearnerConfig",
     "MFeatTaskConfig",
+    "MissingValidationError",
+    "MixtureTaskConfig",
     "ObservationLayout",
     "QuantityMapping",
     "SyntheticTaskConfig",
@@ -75,6 +79,7 @@ __all__ = [
     "balanced_accuracy",
     "evaluate",
     "modality_score",
+    "participation_masks",
     "preset",
     "register_envs",
     "resolve_config",

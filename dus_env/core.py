@@ -231,7 +231,7 @@ class TrainingCore:
             raise RuntimeError(f"env {env} has not been reset yet")
         train, val, test = (split.env_split(env) for split in self.splits)
         copies = [Split(tuple(x.cpu().clone() for x in s.features), s.labels.cpu().clone()) for s in (train, val, test)]
-        return Task(task.name, task.modality_names, task.n_classes, *copies)
+        return Task(task.name, task.modality_names, task.n_classes, *copies, parameters=dict(task.parameters))
 
     # -- internals --------------------------------------------------------------------------------
 

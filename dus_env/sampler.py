@@ -246,6 +246,31 @@ class DUSSampler:
     # -- construction -----------------------------------------------------------------------------
 
     @classmethod
+    def pretrained(
+        cls,
+        n_classes: int,
+        *,
+        iterations_per_decision: int | None = None,
+        total_decisions: int | None = None,
+        backend: str = "onnx",
+        base_batch_size: int | None = None,
+        missing_validation: str = "error",
+    ) -> "DUSSampler":
+        """A sampler running the policy shipped with the package (:mod:`dus_env.policies`).
+
+        The same arguments as :meth:`from_artifact`, without the path: trained on
+        ``dus_env/SyntheticMFeatMix-v0``, where giving the weak modality more data pays on some tasks
+        and hurts on others, so that it rebalances only where the training state says it helps.
+        """
+        from .policies import pretrained_path
+
+        return cls.from_artifact(
+            pretrained_path(), n_classes, iterations_per_decision=iterations_per_decision,
+            total_decisions=total_decisions, backend=backend, base_batch_size=base_batch_size,
+            missing_validation=missing_validation,
+        )
+
+    @classmethod
     def from_artifact(
         cls,
         path: str | Path,

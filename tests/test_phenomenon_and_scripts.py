@@ -69,3 +69,41 @@ def test_vector_throughput_bench_prints_the_table() -> None:
     assert result.returncode == 0, result.stderr
     assert "SubprocVecEnv, 2 workers" in result.stdout and "DUSVectorEnv num_envs=8" in result.stdout
     assert "x SubprocVecEnv" in result.stdout and "env/bare" in result.stdout
+
+
+def test_mirror_probe_tells_a_state_reading_policy_from_an_index_preference() -> None:
+    """DUS-H reads the scores: its shares follow the mirrored modalities fully; a constant does not move."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from mirror_probe import mirror_probe
+
+    seeds, short = [3, 4], {"decision_steps": 3, "iterations_per_step": 5}  # the full model: DUS-H is not uniform
+    heuristic = mirror_probe("heuristic", "dus_env/SyntheticMix-v0", seeds, short)
+    fixed = mirror_probe("fixed:0.3,0.7", "dus_env/SyntheticMix-v0", seeds, short)
+    assert heuristic.original.shape == (6,) and np.ptp(heuristic.original) > 0
+    np.testing.assert_allclose(heuristic.mirrored, heuristic.followed, atol=1e-6)
+    assert heuristic.follow_ratio == pytest.approx(1.0)
+    np.testing.assert_allclose(fixed.mirrored, fixed.original)
+    assert fixed.follow_ratio == pytest.approx(0.0)
+
+
+@pytest.mark.slow
+def test_headroom_bench_prints_every_row_and_the_headroom(tmp_path: Path) -> None:
+    tiny = json.dumps(dus_env.TINY_OVERRIDES)
+    out = tmp_path / "headroom.json"
+    result = run_script("bench/headroom.py", "--envs", "SyntheticMix-v0", "--seeds", "3", "--tuning-seeds", "2",
+                        "--grid-step", "0.25", "--env-kwargs", tiny, "--agents", "fixed:0.5,0.5", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    for row in ("uniform", "best single constant", "per-instance oracle", "heuristic", "fixed:0.5,0.5", "headroom"):
+        assert row in result.stdout
+    report = json.loads(out.read_text())[0]
+    accuracy = report["accuracy"]
+    # the per-instance oracle's in-sample maximum is at least every constant, uniform included
+    assert all(a >= u - 1e-12 for a, u in zip(accuracy["per-instance oracle (in-sample)"], accuracy["uniform"]))
+    # fixed:0.5,0.5 is uniform: run through the agent path, it scores what the constant path scored
+    np.testing.assert_allclose(accuracy["fixed:0.5,0.5"], accuracy["uniform"], atol=0.02)
+    assert report["tuning_seeds"] == [60_000, 60_001]
+
+
+def test_headroom_bench_names_a_bad_option() -> None:
+    result = run_script("bench/headroom.py", "--envs", "NoSuchEnv-v0", "--seeds", "3")
+    assert result.returncode == 2 and "NoSuchEnv-v0" in result.stderr

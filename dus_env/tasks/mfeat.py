@@ -64,8 +64,8 @@ class MFeatTaskConfig:
                 _check_view_set(owner, views, view_set)
             if len({len(view_set) for view_set in views}) != 1:
                 fail(owner, "views", views, "every view set needs the same number of views (the action has one component per view)")
-            if len(set(views)) != len(views):
-                fail(owner, "views", views, "each view set may appear once")
+            if len({frozenset(view_set) for view_set in views}) != len(views):
+                fail(owner, "views", views, "each view set may appear once (in any order: modality order is the env's shuffle_modalities)")
         object.__setattr__(self, "views", views)
         check_split_fractions(owner, self.val_fraction, self.test_fraction)
         if self.data_seed is not None:
@@ -139,6 +139,12 @@ def mfeat_split_sizes(config: MFeatTaskConfig) -> tuple[int, int, int]:
     labels = load_mfeat_arrays()["labels"].astype(np.int64)
     train, val, test = stratified_split(labels, config.val_fraction, config.test_fraction, np.random.default_rng(0))
     return len(train), len(val), len(test)
+
+
+def mfeat_view_widths(views: tuple[str, ...]) -> tuple[int, ...]:
+    """The feature width of each view."""
+    arrays = load_mfeat_arrays()
+    return tuple(int(arrays[view].shape[1]) for view in views)
 
 
 def mfeat_width(config: MFeatTaskConfig) -> int:
