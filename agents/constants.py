@@ -63,7 +63,7 @@ def seed_pair(seed: int, replicate: int = 0) -> tuple[int, int]:
     """
     task_seed, model_seed = episode_seeds(np.random.default_rng(seed))
     if replicate:
-        model_seed = episode_seeds(np.random.default_rng((seed, replicate)))[1]
+        model_seed = episode_seeds(np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(replicate,))))[1]
     return task_seed, model_seed
 
 

@@ -40,7 +40,8 @@ from .observation import TrainingStatus
 from .tasks import Split, Task, build_task
 from .validation import ConfigError
 
-#: Stream of the task seed that draws the shuffled modality order (0 would be the task's own stream).
+#: Spawn key of the task seed's child stream that draws the shuffled modality order (a child stream,
+#: not a tuple seed: ``default_rng((t, 1))`` is the same generator as ``default_rng(t + 2**32)``).
 _SHUFFLE_STREAM = 1
 
 
@@ -170,7 +171,7 @@ class TrainingCore:
                     self.instance[key][env] = value
             for stacked, split in zip(self.splits, (task.train, task.val, task.test)):
                 stacked.fill(env, split)
-            self.model.reset_env(env, torch.Generator().manual_seed(model_seed))
+            self.model.reset_env(env, torch.Generator().manual_seed(model_seed), task.input_widths)
         self.learner.reset_envs(envs, np.array([seed_key(model_seed) for _, model_seed in seeds], dtype=np.uint64))
         self.monitor.reset(envs)
         self.step_index[envs] = 0
@@ -231,7 +232,8 @@ class TrainingCore:
             raise RuntimeError(f"env {env} has not been reset yet")
         train, val, test = (split.env_split(env) for split in self.splits)
         copies = [Split(tuple(x.cpu().clone() for x in s.features), s.labels.cpu().clone()) for s in (train, val, test)]
-        return Task(task.name, task.modality_names, task.n_classes, *copies, parameters=dict(task.parameters))
+        return Task(task.name, task.modality_names, task.n_classes, *copies, parameters=dict(task.parameters),
+                    data_widths=task.data_widths)
 
     # -- internals --------------------------------------------------------------------------------
 
@@ -251,9 +253,8 @@ class TrainingCore:
                 f"widths {task.feature_dims}, and a shuffled order needs one width (synthetic tasks have it; for mfeat "
                 "give views as a list of view sets, which pads every view to a common width)"
             )
-        # argsort of uniform draws, not Generator.permutation: for m = 2 the latter reads one bit
-        # of the first draw, which is nearly constant across the task seeds episode_seeds makes.
-        order = np.argsort(np.random.default_rng((task_seed, _SHUFFLE_STREAM)).random(m), kind="stable")
+        stream = np.random.SeedSequence(task_seed, spawn_key=(_SHUFFLE_STREAM,))
+        order = np.argsort(np.random.default_rng(stream).random(m), kind="stable")
         permuted = task.permuted(order)
         return permuted.with_parameters({**permuted.parameters, "modality_order": order})
 
@@ -267,7 +268,7 @@ class TrainingCore:
             capacities = [max(c, b) for c, b in zip(capacities, bound())]
         self.modality_order = np.tile(np.arange(self.n_modalities), (self.n_envs, 1))
         self.instance = {
-            key: np.zeros((self.n_envs, *value.shape), dtype=value.dtype if value.dtype.kind != "U" else object)
+            key: np.zeros((self.n_envs, *value.shape), dtype=value.dtype)
             for key, value in first.parameters.items()
             if key != "modality_order"
         }

@@ -696,3 +696,30 @@ def test_env_task_keeps_its_instance_parameters() -> None:
     parameters = env.unwrapped.task.parameters
     np.testing.assert_array_equal(parameters["signal_strengths"], info["instance_signal_strengths"])
     assert parameters["modality_order"].tolist() == info["modality_order"]
+
+
+def test_a_padded_task_trains_exactly_as_the_unpadded_one() -> None:
+    """Zero padding (mfeat view sets, mixtures) changes only shapes: same initial function, same episode."""
+    from dus_env.config import EnvConfig
+    from dus_env.core import TrainingCore
+    from dus_env.tasks import MFeatTaskConfig
+    from dus_env.tasks.base import pad_features
+
+    accuracies, losses = [], []
+    for pad in (False, True):
+        config = EnvConfig(task=MFeatTaskConfig(views=("kar", "fou")), torch_threads=None, decision_steps=2,
+                           iterations_per_step=3)
+        core = TrainingCore(config, 1)
+        if pad:
+            build = core._build_task
+            core._build_task = lambda seed, build=build: pad_features(build(seed), 240)  # type: ignore[method-assign]
+        core.reset(np.array([0]), [(11, 12)])
+        if pad:
+            assert core.model.encoders[0][0].weight.shape[1] == 240 and core._tasks[0].input_widths == (64, 76)
+            assert not core.model.encoders[0][0].weight[0, 64:].any()  # padded rows start at zero
+        outcome = core.step(np.array([[20, 44]]))
+        losses.append(outcome.train_loss[0])
+        outcome = core.step(np.array([[20, 44]]))
+        accuracies.append(outcome.final.test_fused_accuracy[0])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    assert accuracies[0] == pytest.approx(accuracies[1], abs=1e-9)

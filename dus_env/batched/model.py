@@ -13,6 +13,8 @@ one contiguous range of it, which the alternating learner updates alone.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import math
 from dataclasses import dataclass
 
@@ -153,19 +155,29 @@ class StackedModel:
     # -- per-env state ---------------------------------------------------------------------------
 
     @torch.no_grad()
-    def reset_env(self, env: int, generator: torch.Generator) -> None:
+    def reset_env(self, env: int, generator: torch.Generator, input_widths: Sequence[int] | None = None) -> None:
         """Re-draw env ``env``'s parameters: PyTorch's default ``nn.Linear`` init, from ``generator``.
 
         The draws (weight ``[out, in]`` then bias, layer by layer) are those of
         :meth:`dus_env.models.MultimodalModel.reset_parameters`, so :meth:`to_module` of a fresh env
         equals a ``MultimodalModel`` initialised from the same generator state.
+
+        :param input_widths: per modality, how many leading input columns carry data (a task whose
+            features were zero-padded to a common width, :func:`dus_env.tasks.base.pad_features`).
+            Modality ``j``'s first layer is then initialised as a layer of ``input_widths[j]`` inputs
+            (bound ``1/sqrt(width)``, the padded rows zero), so padding changes neither the
+            initial model's function nor its distribution: a padded task trains as the unpadded one.
         """
+        first_layers = {id(encoder[0]): j for j, encoder in enumerate(self.encoders)}
         for layer in self.layers():
             in_features, out_features = layer.weight.shape[1:]
-            bound = 1.0 / math.sqrt(in_features)
-            weight = torch.empty(out_features, in_features).uniform_(-bound, bound, generator=generator)
+            j = first_layers.get(id(layer))
+            width = in_features if input_widths is None or j is None else int(input_widths[j])
+            bound = 1.0 / math.sqrt(width)
+            weight = torch.empty(out_features, width).uniform_(-bound, bound, generator=generator)
             bias = torch.empty(out_features).uniform_(-bound, bound, generator=generator)
-            layer.weight[env].copy_(weight.T)
+            layer.weight[env].zero_()
+            layer.weight[env, :width].copy_(weight.T)
             layer.bias[env].copy_(bias)
 
     @torch.no_grad()

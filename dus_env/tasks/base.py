@@ -41,6 +41,13 @@ class Task:
     val: Split
     test: Split
     parameters: Mapping[str, np.ndarray] = field(default_factory=dict)
+    #: Per modality, the leading feature columns that carry data; ``None`` = all (no padding).
+    data_widths: tuple[int, ...] | None = None
+
+    @property
+    def input_widths(self) -> tuple[int, ...]:
+        """Per modality, how many feature columns carry data (the rest is zero padding)."""
+        return self.data_widths if self.data_widths is not None else self.feature_dims
 
     def with_parameters(self, parameters: Mapping[str, np.ndarray]) -> "Task":
         """This task with its instance parameters recorded."""
@@ -65,6 +72,7 @@ class Task:
             val=split(self.val),
             test=split(self.test),
             parameters=parameters,
+            data_widths=None if self.data_widths is None else tuple(self.data_widths[j] for j in order),
         )
 
     @property
@@ -136,11 +144,14 @@ def pad_features(task: Task, width: int) -> Task:
     """``task`` with every modality's features zero-padded on the right to ``width`` columns.
 
     Why: the envs of a batch share one model shape; zero columns carry no signal and leave the
-    padded weights without gradient.
+    padded weights without gradient. The task records its data widths (``input_widths``), from
+    which the model initialises its first layers as for the unpadded task
+    (:meth:`dus_env.batched.model.StackedModel.reset_env`): padding then changes nothing but
+    the shapes.
     """
 
     def pad(s: Split) -> Split:
         padded = tuple(torch.nn.functional.pad(x, (0, width - x.shape[1])) for x in s.features)
         return Split(padded, s.labels)
 
-    return replace(task, train=pad(task.train), val=pad(task.val), test=pad(task.test))
+    return replace(task, train=pad(task.train), val=pad(task.val), test=pad(task.test), data_widths=task.input_widths)

@@ -8,10 +8,10 @@ inside the package (``dus_env/data/mfeat.npz``, CC BY 4.0, see ``dus_env/data/NO
 ``[["fac", "fou"], ["kar", "pix"]]``: every episode then draws one set uniformly from its task seed,
 so a sampling policy meets real modality pairs whose imbalance it has to read from the training
 state. The views of a set differ in width (6 to 240 features), and the envs of a batch share one
-model shape, so with several sets every view is zero-padded to the widest view of all the sets;
-padded inputs are always zero, so they add no signal and their weights get no gradient (they do
-lower the first layer's initial weight scale, which Adam's per-weight step sizes absorb within the
-first iterations).
+model shape, so with view sets every view is zero-padded to the widest view of all the sets. The
+padding changes nothing but shapes: padded inputs are always zero, their weights start at zero
+and get no gradient, and the first layer is initialised as for the view's own width (the task
+records it, ``Task.input_widths``), so a padded view trains exactly as the unpadded one.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ view is clean). Training on one source teaches one regime; a mixture puts both i
 every agent, driver and artifact of the project works with it unchanged.
 
 The components share what the batched model needs to be one shape: the number of modalities and
-of classes. Their features are zero-padded to the widest component (as mfeat view sets are), and
+of classes. Their features are zero-padded to the widest component (as mfeat view sets are, which
+changes nothing but shapes, see :func:`dus_env.tasks.base.pad_features`), and
 every instance reports the union of the components' parameters (``instance_component`` says which
 component it is; the parameters of the others hold NaN, -1 or ``""``).
 """
