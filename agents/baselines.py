@@ -41,6 +41,13 @@ class FixedAllocationAgent(Agent):
         self.name = "fixed:" + ",".join(f"{s:g}" for s in self.shares)
         self._action = mapping.action(self.shares * mapping.total)
 
+    @classmethod
+    def from_quantities(cls, layout: ObservationLayout, mapping: QuantityMapping, quantities: Sequence[int]) -> "FixedAllocationAgent":
+        """The constant that plays exactly ``quantities`` (also in the free budget, where shares would be rescaled)."""
+        agent = cls(layout, mapping, [float(q) for q in quantities])
+        agent._action = mapping.action(np.asarray(quantities, dtype=np.float64))
+        return agent
+
     def act(self, observation: np.ndarray) -> np.ndarray:
         return self._action.copy()
 

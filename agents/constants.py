@@ -3,9 +3,9 @@
 A sampling policy earns its keep only by beating what needs no state at all: uniform sampling,
 the single constant allocation that is best *on average over the env's task distribution*
 (grid-searched on tuning seeds, :func:`tune_best_constant`, the ``best-constant`` agent of
-``evaluate.py``), and, as an upper bound for every state-free policy, the constant that is best *for
-each instance* (:func:`instance_oracle`, used by ``bench/headroom.py``). The gap between the last
-two is what a policy can gain by reading the training state.
+``evaluate.py``), and the constant that is best *for each instance* (:func:`instance_oracle`, used by
+``bench/headroom.py``), an estimate of what knowing the instance is worth to a constant policy. The
+gap between the last two estimates what a policy can gain by reading the training state.
 
 Constant episodes run directly on a :class:`dus_env.core.TrainingCore` (no agent, no wrapper): a
 whole grid times a set of seeds is one batched computation, and the instance oracle needs what the
@@ -99,8 +99,9 @@ def shares_of(quantities: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class TunedConstant:
-    """The best single constant of an env: its shares, and the mean accuracy of every grid point."""
+    """The best single constant of an env: its quantities and shares, and the mean accuracy of every grid point."""
 
+    quantities: tuple[int, ...]
     shares: tuple[float, ...]
     grid: np.ndarray
     mean_accuracy: np.ndarray
@@ -117,7 +118,7 @@ def _tune_best_constant(config: EnvConfig, seeds: tuple[int, ...], step: float) 
     accuracies = constant_accuracies(config, [seed_pair(s) for s in seeds], grid)
     mean = accuracies.mean(axis=0)
     best = int(np.argmax(mean))
-    return TunedConstant(tuple(float(x) for x in shares_of(grid[best])), grid, mean)
+    return TunedConstant(tuple(int(q) for q in grid[best]), tuple(float(x) for x in shares_of(grid[best])), grid, mean)
 
 
 @dataclass(frozen=True)
@@ -138,12 +139,13 @@ class InstanceOracle:
 
 
 def instance_oracle(config: EnvConfig, seeds: list[int], grid: np.ndarray) -> InstanceOracle:
-    """The per-instance best constant, an upper bound for state-free policies that knows the task.
+    """The per-instance best constant: what a constant policy that knew the instance would score.
 
     Why a replicate: picking the best of ``G`` constants on the very episode it is scored on also
     picks the luckiest model initialisation and row order, which no policy can know. The pick is
     made on the same task instance trained from another model seed, and scored on the episode
-    ``reset(seed)`` plays; the in-sample maximum is reported beside it.
+    ``reset(seed)`` plays. One replicate makes the pick itself noisy, so this is an estimate, on
+    the low side of the true per-instance best; the in-sample maximum beside it is on the high side.
     """
     evaluation = constant_accuracies(config, [seed_pair(s) for s in seeds], grid)
     replicate = constant_accuracies(config, [seed_pair(s, replicate=1) for s in seeds], grid)

@@ -228,14 +228,18 @@ def _build(spec: AgentSpec, env: gym.Env, seed: int) -> Agent:
         from .exported import ExportedPolicyAgent
 
         try:
-            return ExportedPolicyAgent.load(str(pretrained_path()), env)
+            path = pretrained_path()
+        except ValueError as exc:
+            raise AgentSpecError(f"agent spec {spec.text!r}: {exc}") from None
+        try:
+            return ExportedPolicyAgent.load(str(path), env)
         except _LOAD_ERRORS as exc:
             raise AgentSpecError(f"agent spec {spec.text!r}: the shipped policy cannot act in this env: {exc}") from exc
     if spec.kind == "best-constant":
         from .constants import tune_best_constant
 
         tuned = tune_best_constant(_tuning_config(base.config, spec.tuned_on))
-        return FixedAllocationAgent(layout, mapping, tuned.shares)
+        return FixedAllocationAgent.from_quantities(layout, mapping, tuned.quantities)
     assert spec.path is not None
     path = Path(spec.path).expanduser()
     if not path.exists():
@@ -274,10 +278,10 @@ def _tuning_config(config: EnvConfig, tuned_on: str | None) -> EnvConfig:
     Training settings (episode length, batch sizes, learner) stay the evaluated env's; torch's
     thread setting is left alone.
     """
-    from dus_env.presets import preset
+    from dus_env.presets import preset_for_id
 
     if tuned_on is not None:
-        source = preset(tuned_on.split("/", 1)[1].removesuffix("-v0"))
+        source = preset_for_id(tuned_on)
         if source.task.kind == "features":
             raise AgentSpecError(
                 f"agent spec 'best-constant:{tuned_on}': that env needs a features file, which a spec cannot name; "

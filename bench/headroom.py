@@ -7,21 +7,25 @@ For each env it prints the final fused test accuracy (mean over the held-out see
   seeds (:data:`agents.constants.TUNING_SEEDS`), then run on the held-out seeds;
 * ``per-instance oracle``: for each held-out instance, the constant that is best for *that*
   instance, picked on a replicate run (same task, another model seed) and scored on the held-out
-  episode; an upper bound for every policy that does not read the state but knew the task (the
-  in-sample maximum, which also fits the run's noise, is printed beside it);
+  episode: what a constant policy that knew the instance would score. One replicate makes the pick
+  noisy, so this estimate is on the low side; the in-sample maximum (picked and scored on the same
+  run, which also fits its noise) is printed beside it, on the high side;
 * ``DUS-H`` and every agent given with ``--agents`` (specs as in ``evaluate.py``).
 
 **Headroom** = per-instance oracle minus best single constant, with a paired 95% confidence
-interval over the held-out instances: what a policy can gain over the best state-free policy by
-knowing which instance it faces. Near zero means the env does not need the state.
+interval over the held-out instances: an estimate of what a policy can gain over the best
+state-free policy by knowing which instance it faces. Near zero says that knowing the instance is
+worth little to a constant policy on this env (a policy that changes its allocation within an
+episode could still gain).
 
 Usage::
 
     python bench/headroom.py --envs Synthetic-v0 SyntheticMix-v0 MFeatMixHeldOut-v0 \\
         --agents ppo:runs/ppo_0/best_model/best_model.zip --seeds 40 --seed-offset 50100
 
-Runs on every core; a few minutes per env at the defaults (``--grid-step 0.05``: 15 constants for
-two modalities). ``--out FILE.json`` keeps every number.
+Runs on every core; a few minutes per env at the defaults (``--grid-step 0.05``: 17 distinct
+constants for two modalities at the default quantity range, printed with the report).
+``--out FILE.json`` keeps every number.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from agents.constants import (  # noqa: E402
 )
 from agents.stats import paired_comparison, summarize  # noqa: E402
 from dus_env.config import resolve_config  # noqa: E402
-from dus_env.presets import preset  # noqa: E402
+from dus_env.presets import preset_for_id  # noqa: E402
 
 
 def agent_accuracies(env_id: str, env_kwargs: dict, specs: list[str], seeds: list[int]) -> dict[str, np.ndarray]:
@@ -63,7 +67,7 @@ def headroom(
 ) -> dict:
     """Every number of one env's report (see the module docstring); ``env_kwargs`` as for ``gymnasium.make``."""
     env_kwargs = env_kwargs or {}
-    base = preset(env_id.split("/", 1)[1].removesuffix("-v0"))
+    base = preset_for_id(env_id)
     config = dataclasses.replace(resolve_config(base, env_kwargs), torch_threads=None)
     grid = share_grid(config.quantity_mapping(), step)
     uniform_index = int(np.flatnonzero((grid == grid[:, :1]).all(axis=1))[0])

@@ -67,7 +67,10 @@ def mirror_probe(spec: str, env_id: str, seeds: list[int], env_kwargs: dict | No
         probe.reset(seed)
     observations, _ = venv.reset(seed=seeds)
     original, mirrored, followed = [], [], []
-    share = lambda action: mapping.quantities(action) / mapping.total  # noqa: E731
+    def share(action: np.ndarray) -> np.ndarray:
+        quantities = mapping.quantities(action)
+        return quantities / quantities.sum()
+
     for _ in range(venv.unwrapped.core.config.decision_steps):
         actions = np.stack([player.act(obs) for player, obs in zip(players, observations)])
         for probe, obs, action in zip(probes, observations, actions):

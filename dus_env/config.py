@@ -89,7 +89,9 @@ class EnvConfig:
         check_device(owner, "device", self.device)
         n_train = getattr(self.task, "n_train_bounds", (None,))[0]
         if n_train is not None and self.max_quantity > n_train:
-            fail(owner, "max_quantity", self.max_quantity, f"cannot exceed the task's n_train={n_train}")
+            bounds = getattr(self.task, "n_train_bounds")
+            what = f"n_train={n_train}" if bounds[0] == bounds[1] else f"smallest n_train={n_train} (n_train ranges over {list(bounds)})"
+            fail(owner, "max_quantity", self.max_quantity, f"cannot exceed the task's {what}")
 
     def quantity_mapping(self) -> QuantityMapping:
         """The action-to-quantity map of an env with this config."""

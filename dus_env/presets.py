@@ -77,6 +77,14 @@ def preset(name: str) -> EnvConfig:
     return PRESETS[name]
 
 
+def preset_for_id(env_id: str) -> EnvConfig:
+    """The base config of a registered id, e.g. ``preset_for_id("dus_env/MFeatMix-v0")``."""
+    name = env_id.split("/", 1)[-1]
+    if not name.endswith("-v0"):
+        raise KeyError(f"{env_id!r} is not a dus_env id (dus_env/<Preset>-v0)")
+    return preset(name.removesuffix("-v0"))
+
+
 TINY_OVERRIDES: dict[str, object] = {
     "base_batch_size": 8,
     "min_quantity": 2,

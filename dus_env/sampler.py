@@ -384,6 +384,8 @@ class DUSSampler:
         m = self.mapping.n_modalities
         if values.shape != (m,):
             raise ValueError(f"modality_accuracies has {values.size} values (shape {values.shape}), expected {m}: one per modality")
+        if isinstance(fused_accuracy, (bool, np.bool_)) or (isinstance(modality_accuracies, np.ndarray) and modality_accuracies.dtype == np.bool_):
+            raise ValueError("validation accuracies must be numbers in [0, 1], not booleans")
         try:
             fused = float(fused_accuracy)
         except (TypeError, ValueError) as error:

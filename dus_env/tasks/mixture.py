@@ -87,17 +87,17 @@ class MixtureTaskConfig:
 
 
 def _component(owner: str, value: Any) -> Any:
+    """A component config from a config or a dict (parsed as every task config is), of a kind a mixture takes."""
     if isinstance(value, dict):
-        values = dict(value)
-        kind = values.pop("kind", "synthetic")
+        from . import task_config_from_dict  # the package imports this module: a late import
+
+        kind = value.get("kind", "synthetic")
         if kind not in _COMPONENTS:
             raise ConfigError(f"{owner}.components: kind={kind!r} is invalid: a mixture takes {', '.join(map(repr, _COMPONENTS))}")
-        cls = _COMPONENTS[kind]
-        allowed = {name for name, f in cls.__dataclass_fields__.items() if f.init}
-        unknown = sorted(set(values) - allowed)
-        if unknown:
-            raise ConfigError(f"{owner}.components: unknown field(s) {unknown} for kind {kind!r}: allowed are {sorted(allowed)}")
-        return cls(**values)
+        try:
+            value = task_config_from_dict(value)
+        except ConfigError as error:
+            raise ConfigError(f"{owner}.components: {error}") from None
     if getattr(value, "kind", None) not in _COMPONENTS:
         fail(owner, "components", value, f"expected task configs (or dicts) of kind {', '.join(map(repr, _COMPONENTS))}")
     return value
