@@ -91,6 +91,14 @@ def parse_args(argv: Sequence[str] | None = None) -> Args:
     return Args(**vars(parser.parse_args(argv)))
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (``taskset`` / container limits), not all the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Start or resume the run, train, then :func:`finish`; the exit code says how it ended.
 
@@ -108,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run, resume_steps = started
         # The native vector env trains all envs in this process and uses every core; with processes
         # (subproc) or the in-process loop (dummy), one thread per process is fastest for these models.
-        torch.set_num_threads((os.cpu_count() or 1) if run.vec == "native" else 1)
+        torch.set_num_threads(usable_cores() if run.vec == "native" else 1)
         trained: Trained
         if run.is_reinforce:
             trained, interrupted = train_reinforce(run, resume_steps, not args.no_progress)

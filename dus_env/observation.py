@@ -21,6 +21,10 @@ slot                        size  range      meaning
 ``train_loss``              1     [0, 1]     mean training loss of the last step / ln(n_classes),
                                              clipped (1 = chance level at initialisation)
 ==========================  ====  =========  ========================================================
+
+Position ``j`` of a per-modality slot (and component ``j`` of the action) is the modality presented
+at position ``j``: with ``EnvConfig.shuffle_modalities`` that is original modality
+``info["modality_order"][j]``, drawn per episode; the layout is the same for every order.
 """
 
 from __future__ import annotations
