@@ -9,6 +9,8 @@ Agent specs (NAME=SPEC sets the display name):
   uniform | random | heuristic | heuristic:TAU | fixed:0.3,0.7 (one share per modality)
   ppo:PATH | a2c:PATH | sac:PATH | ... (any Stable-Baselines3 / sb3-contrib algorithm)
   reinforce:PATH | exported:PATH
+  best-constant | best-constant:ENV (the constant tuned on seeds 60000-60019 of this env or of ENV)
+  pretrained (the policy shipped with dus_env)
   {env} in PATH becomes the env id without namespace: ppo:runs/ppo_{env}_0 -> runs/ppo_Synthetic-v0_0
 
 Examples:

@@ -253,6 +253,8 @@ class TrainingCore:
                 f"widths {task.feature_dims}, and a shuffled order needs one width (synthetic tasks have it; for mfeat "
                 "give views as a list of view sets, which pads every view to a common width)"
             )
+        # A child stream (the instance's draws are unchanged); argsort of uniform draws is a uniform
+        # permutation whatever M is.
         stream = np.random.SeedSequence(task_seed, spawn_key=(_SHUFFLE_STREAM,))
         order = np.argsort(np.random.default_rng(stream).random(m), kind="stable")
         permuted = task.permuted(order)
@@ -268,7 +270,8 @@ class TrainingCore:
             capacities = [max(c, b) for c, b in zip(capacities, bound())]
         self.modality_order = np.tile(np.arange(self.n_modalities), (self.n_envs, 1))
         self.instance = {
-            key: np.zeros((self.n_envs, *value.shape), dtype=value.dtype)
+            # object for strings: a fixed-width unicode dtype would cut a later instance's longer names
+            key: np.zeros((self.n_envs, *value.shape), dtype=object if value.dtype.kind == "U" else value.dtype)
             for key, value in first.parameters.items()
             if key != "modality_order"
         }

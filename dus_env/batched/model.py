@@ -159,8 +159,9 @@ class StackedModel:
         """Re-draw env ``env``'s parameters: PyTorch's default ``nn.Linear`` init, from ``generator``.
 
         The draws (weight ``[out, in]`` then bias, layer by layer) are those of
-        :meth:`dus_env.models.MultimodalModel.reset_parameters`, so :meth:`to_module` of a fresh env
-        equals a ``MultimodalModel`` initialised from the same generator state.
+        :meth:`dus_env.models.MultimodalModel.reset_parameters`, so without padding
+        (``input_widths`` ``None`` or the full widths) :meth:`to_module` of a fresh env equals a
+        ``MultimodalModel`` initialised from the same generator state.
 
         :param input_widths: per modality, how many leading input columns carry data (a task whose
             features were zero-padded to a common width, :func:`dus_env.tasks.base.pad_features`).
