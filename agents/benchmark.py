@@ -375,7 +375,7 @@ def env_tables(env_id: str, summaries: Sequence[AgentSummary], plan: BenchmarkPl
     paired = Table(
         f"{env_id}: paired difference of fused test accuracy vs {plan.baseline} (points, same seeds)",
         ["agent", "Δ mean", "95% CI", "p (paired t)", "p (Wilcoxon)", ""],
-        note=f"* p < {ALPHA} (paired t-test); Wilcoxon signed-rank needs n >= 6 seeds",
+        note=f"* p < {ALPHA} (paired t-test; — with fewer than 3 seeds or the same difference on every seed); Wilcoxon signed-rank needs n >= 6 seeds",
     )
     for s in summaries:
         versus = s.versus_baseline

@@ -19,6 +19,9 @@ from scipy import stats
 #: Below this many pairs the Wilcoxon signed-rank test is not reported: with n = 5 its smallest
 #: possible two-sided p-value is 2 / 2^5 = 0.0625, so it could never reach p < 0.05.
 MIN_WILCOXON_PAIRS = 6
+#: Fewer pairs than this get no t-test p-value ("n/a" in the tables): with 2 pairs the test has one
+#: degree of freedom and its p-value says next to nothing.
+MIN_T_PAIRS = 3
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,10 @@ def paired_comparison(values: Sequence[float], baseline: Sequence[float], confid
     # the warnings would only interleave with the progress bar.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        t_pvalue = float(stats.ttest_rel(x, y).pvalue)
+        # A constant non-zero difference has zero variance: the t statistic is infinite and scipy's
+        # p = 0 would be starred as certain, so it is reported as not available, as are too few pairs.
+        constant = std <= 1e-12 * max(1.0, abs(mean))  # equal up to float rounding of the differences
+        t_pvalue = math.nan if n < MIN_T_PAIRS or constant else float(stats.ttest_rel(x, y).pvalue)
         wilcoxon_pvalue = float(stats.wilcoxon(x, y).pvalue) if n >= MIN_WILCOXON_PAIRS else None
     return PairedComparison(n, mean, low, high, t_pvalue, wilcoxon_pvalue, confidence)
 

@@ -452,3 +452,13 @@ def test_results_do_not_depend_on_worker_count(tmp_path: Path) -> None:
 
     assert rows("one") == rows("two")
     assert not list((tmp_path / "one").glob("*.png"))
+
+
+def test_too_few_pairs_or_a_constant_difference_get_no_t_test() -> None:
+    """Two seeds, or the same gain on every seed: the t-test is undefined, so no p-value and no star."""
+    two = paired_comparison([0.8, 0.9], [0.7, 0.85])
+    constant = paired_comparison([0.6, 0.7, 0.8, 0.9], [0.5, 0.6, 0.7, 0.8])
+    for result in (two, constant):
+        assert math.isnan(result.t_pvalue) and not result.significant()
+        assert format_pvalue(result.t_pvalue) == "—"
+    assert constant.mean_diff == pytest.approx(0.1)
