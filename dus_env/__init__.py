@@ -24,7 +24,7 @@ from .presets import PRESETS, TINY_OVERRIDES, preset
 from .quantities import QuantityMapping
 from .sampler import DUSSampler, MissingValidationError, participation_masks
 from .tasks import FeatureFileError, FeaturesTaskConfig, MFeatTaskConfig, MixtureTaskConfig, SyntheticTaskConfig
-from .validation import ConfigError
+from .validation import ConfigError, UnknownOptionError
 
 __version__ = "0.3.0"
 
@@ -76,6 +76,7 @@ __all__ = [
     "QuantityMapping",
     "SyntheticTaskConfig",
     "TrainingStatus",
+    "UnknownOptionError",
     "balanced_accuracy",
     "evaluate",
     "modality_score",

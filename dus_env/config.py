@@ -15,7 +15,7 @@ from .observation import ObservationLayout
 from .quantities import BUDGET_MODES, QuantityMapping
 from .tasks import TaskConfig, SyntheticTaskConfig, task_config_from_dict
 from .tasks.mfeat import mfeat_view_widths
-from .validation import ConfigError, check_choice, check_device, check_fields, check_float, check_int, fail
+from .validation import ConfigError, UnknownOptionError, check_choice, check_device, check_fields, check_float, check_int, fail
 
 
 @dataclass(frozen=True)
@@ -135,8 +135,8 @@ def resolve_config(base: EnvConfig, overrides: dict[str, Any]) -> EnvConfig:
         elif key in _LEARNER_FIELDS:
             learner_values[key] = value
         else:
-            raise ConfigError(
-                f"unknown option {key!r}: accepted are the env fields {sorted(_ENV_FIELDS)}, the learner fields "
+            raise UnknownOptionError(
+                f"unknown option {key!r} (unexpected keyword argument {key!r}): accepted are the env fields {sorted(_ENV_FIELDS)}, the learner fields "
                 f"{sorted(_LEARNER_FIELDS)}, the {base.task.kind} task fields {sorted(task_fields)}, 'task' and 'learner'"
             )
     task = base.task

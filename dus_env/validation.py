@@ -15,6 +15,15 @@ class ConfigError(ValueError):
     """A config field holds a value outside its allowed range or of the wrong kind."""
 
 
+class UnknownOptionError(ConfigError, TypeError):
+    """An option or field name the config does not have.
+
+    Also a ``TypeError``, as Python reports an unexpected keyword argument: libraries that probe
+    optional ``gymnasium.make`` keywords (torchrl's ``GymEnv`` tries ``frameskip``) fall back on a
+    ``TypeError``; a wrong *value* stays a plain :class:`ConfigError`.
+    """
+
+
 def fail(owner: str, field: str, value: Any, allowed: str) -> None:
     raise ConfigError(f"{owner}.{field}={value!r} is invalid: {allowed}")
 
@@ -71,7 +80,7 @@ def check_fields(owner: str, values: dict[str, Any], allowed: Iterable[str]) -> 
     """Unknown keys in a dict of config fields are named, with the accepted ones."""
     unknown = sorted(set(values) - set(allowed))
     if unknown:
-        raise ConfigError(f"unknown field(s) {unknown} for {owner}: allowed are {sorted(allowed)}")
+        raise UnknownOptionError(f"unknown field(s) {unknown} for {owner}: allowed are {sorted(allowed)}")
 
 
 def check_split_fractions(owner: str, val_fraction: Any, test_fraction: Any) -> None:

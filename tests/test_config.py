@@ -73,3 +73,20 @@ def test_env_accepts_a_full_config_object() -> None:
     env = dus_env.DUSEnv(EnvConfig(task=MFeatTaskConfig(views=("kar",)), **{k: v for k, v in dus_env.TINY_OVERRIDES.items() if k != "learner"}))
     observation, _ = env.reset(seed=0)
     assert env.n_modalities == 1 and observation.shape == (env.layout.size,)
+
+
+def test_an_unknown_option_is_a_type_error_as_python_reports_unexpected_keywords() -> None:
+    """Libraries that probe optional make() keywords (torchrl's GymEnv tries frameskip) catch TypeError;
+    a wrong value stays a plain ConfigError (a ValueError)."""
+    import gymnasium as gym
+
+    from dus_env import UnknownOptionError
+
+    with pytest.raises(TypeError, match="unexpected keyword argument 'frameskip'") as caught:
+        gym.make("dus_env/Synthetic-v0", frameskip=4)
+    assert isinstance(caught.value, UnknownOptionError) and isinstance(caught.value, ConfigError)
+    with pytest.raises(TypeError, match="unknown field"):
+        gym.make("dus_env/Synthetic-v0", task={"kind": "synthetic", "nope": 1})
+    with pytest.raises(ConfigError) as bad_value:
+        gym.make("dus_env/Synthetic-v0", decision_steps=0)
+    assert not isinstance(bad_value.value, TypeError)

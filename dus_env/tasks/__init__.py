@@ -6,7 +6,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from ..validation import ConfigError
+from ..validation import ConfigError, UnknownOptionError
 from .base import Split, Task
 from .features import FeatureFileError, FeaturesTaskConfig, build_features_task, read_feature_file
 from .mfeat import MFEAT_VIEWS, MFeatTaskConfig, build_mfeat_task
@@ -45,7 +45,7 @@ def task_config_from_dict(values: dict[str, Any]) -> TaskConfig:
     allowed = {name for name, f in cls.__dataclass_fields__.items() if f.init}
     unknown = sorted(set(values) - allowed)
     if unknown:
-        raise ConfigError(f"unknown field(s) {unknown} for task kind {kind!r}: allowed are {sorted(allowed)}")
+        raise UnknownOptionError(f"unknown field(s) {unknown} for task kind {kind!r}: allowed are {sorted(allowed)}")
     return cls(**values)
 
 
