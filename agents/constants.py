@@ -93,6 +93,7 @@ def constant_accuracies(
 
 
 def shares_of(quantities: np.ndarray) -> np.ndarray:
+    """Each modality's share of the samples (also right under the free budget, where the total varies)."""
     quantities = np.asarray(quantities, dtype=np.float64)
     return quantities / quantities.sum(axis=-1, keepdims=True)
 

@@ -30,6 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents.benchmark import resolve_env_id  # noqa: E402
+from agents.constants import shares_of  # noqa: E402
 from agents.specs import make_agent  # noqa: E402
 
 
@@ -68,8 +69,7 @@ def mirror_probe(spec: str, env_id: str, seeds: list[int], env_kwargs: dict | No
     observations, _ = venv.reset(seed=seeds)
     original, mirrored, followed = [], [], []
     def share(action: np.ndarray) -> np.ndarray:
-        quantities = mapping.quantities(action)
-        return quantities / quantities.sum()
+        return shares_of(mapping.quantities(action))
 
     for _ in range(venv.unwrapped.core.config.decision_steps):
         actions = np.stack([player.act(obs) for player, obs in zip(players, observations)])

@@ -15,7 +15,7 @@ from .observation import ObservationLayout
 from .quantities import BUDGET_MODES, QuantityMapping
 from .tasks import TaskConfig, SyntheticTaskConfig, task_config_from_dict
 from .tasks.mfeat import mfeat_view_widths
-from .validation import ConfigError, UnknownOptionError, check_choice, check_device, check_fields, check_float, check_int, fail
+from .validation import ConfigError, UnknownOptionError, check_choice, check_one_width, check_device, check_fields, check_float, check_int, fail
 
 
 @dataclass(frozen=True)
@@ -81,11 +81,8 @@ class EnvConfig:
         if not isinstance(self.shuffle_modalities, bool):
             fail(owner, "shuffle_modalities", self.shuffle_modalities, "expected true or false")
         if self.shuffle_modalities and self.task.kind == "mfeat" and not self.task.has_view_sets:
-            widths = mfeat_view_widths(self.task.views)
-            if len(set(widths)) > 1:
-                fail(owner, "shuffle_modalities", True,
-                     f"the views {list(self.task.views)} have different widths {widths}, and a shuffled order needs one "
-                     f"width: give views as a list of view sets (views=[{list(self.task.views)}]), which pads them")
+            check_one_width(mfeat_view_widths(self.task.views),
+                            f"give the views {list(self.task.views)} as a list of view sets (views=[{list(self.task.views)}]), which pads them")
         check_device(owner, "device", self.device)
         n_train = getattr(self.task, "n_train_bounds", (None,))[0]
         if n_train is not None and self.max_quantity > n_train:

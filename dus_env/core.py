@@ -38,7 +38,7 @@ from .config import EnvConfig
 from .monitor import DiscrepancyMonitor
 from .observation import TrainingStatus
 from .tasks import Split, Task, build_task
-from .validation import ConfigError
+from .validation import ConfigError, check_one_width
 
 #: Spawn key of the task seed's child stream that draws the shuffled modality order (a child stream,
 #: not a tuple seed: ``default_rng((t, 1))`` is the same generator as ``default_rng(t + 2**32)``).
@@ -247,12 +247,8 @@ class TrainingCore:
         m = task.n_modalities
         if not self.config.shuffle_modalities:
             return task.with_parameters({**task.parameters, "modality_order": np.arange(m)})
-        if len(set(task.feature_dims)) > 1:
-            raise ConfigError(
-                f"EnvConfig.shuffle_modalities=True is invalid for this task: its modalities have different feature "
-                f"widths {task.feature_dims}, and a shuffled order needs one width (synthetic tasks have it; for mfeat "
-                "give views as a list of view sets, which pads every view to a common width)"
-            )
+        check_one_width(task.feature_dims, "synthetic tasks have one; for mfeat give views as a list of view sets, "
+                        "which pads every view to a common width")
         # A child stream (the instance's draws are unchanged); argsort of uniform draws is a uniform
         # permutation whatever M is.
         stream = np.random.SeedSequence(task_seed, spawn_key=(_SHUFFLE_STREAM,))

@@ -54,7 +54,7 @@ PRESETS: dict[str, EnvConfig] = {
     ),
     "MFeat": EnvConfig(task=MFeatTaskConfig()),
     # Benchmarks where the state matters (modalities shuffled per episode, instances drawn per
-    # episode): see MIX_DESCRIPTIONS below and the README's benchmark table.
+    # episode): the distributions above and the README's table of ids.
     "SyntheticMix": EnvConfig(task=SYNTHETIC_MIX, shuffle_modalities=True),
     "MFeatMix": EnvConfig(task=MFeatTaskConfig(views=MFEAT_TRAIN_PAIRS), shuffle_modalities=True),
     "MFeatMixHeldOut": EnvConfig(task=MFeatTaskConfig(views=MFEAT_HELD_OUT_PAIRS), shuffle_modalities=True),

@@ -92,6 +92,14 @@ def check_split_fractions(owner: str, val_fraction: Any, test_fraction: Any) -> 
              f"val_fraction + test_fraction must stay below 0.9 to leave training data (val_fraction={val_fraction})")
 
 
+def check_one_width(widths: tuple[int, ...], advice: str) -> None:
+    """``EnvConfig.shuffle_modalities`` needs modalities of one feature width: one rule for the config's
+    early check (mfeat views, known when the config is made) and the core's (any task, at reset)."""
+    if len(set(widths)) > 1:
+        fail("EnvConfig", "shuffle_modalities", True,
+             f"the modalities have different feature widths {tuple(widths)}, and a shuffled order needs one width: {advice}")
+
+
 def check_device(owner: str, field: str, value: Any) -> None:
     """``"cpu"``, ``"cuda"`` or ``"cuda:<index>"``, and a CUDA device only where one is available."""
     if not isinstance(value, str) or not (value in ("cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit())):

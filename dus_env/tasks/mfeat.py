@@ -91,6 +91,10 @@ class MFeatTaskConfig:
         """Train / val / test rows of every episode's split."""
         return mfeat_split_sizes(self)
 
+    def max_feature_width(self) -> int:
+        """The widest view of any of the view sets (what view sets are padded to)."""
+        return max(max(mfeat_view_widths(view_set)) for view_set in self.view_sets)
+
     def empty_parameters(self) -> dict[str, np.ndarray]:
         """The instance parameters an mfeat task reports, with placeholder values (for mixtures)."""
         return {"views": np.array([""] * self.n_modalities, dtype=object)}
@@ -130,7 +134,7 @@ def build_mfeat_task(config: MFeatTaskConfig, rng: np.random.Generator) -> Task:
     features = [arrays[view] for view in views]
     task = make_task("mfeat", views, features, labels, 10, splits, config.standardize)
     if config.has_view_sets:
-        task = pad_features(task, mfeat_width(config))
+        task = pad_features(task, config.max_feature_width())
     return task.with_parameters({"views": np.array(views, dtype=object)})
 
 
@@ -146,8 +150,3 @@ def mfeat_view_widths(views: tuple[str, ...]) -> tuple[int, ...]:
     arrays = load_mfeat_arrays()
     return tuple(int(arrays[view].shape[1]) for view in views)
 
-
-def mfeat_width(config: MFeatTaskConfig) -> int:
-    """The widest view of any of ``config``'s view sets."""
-    arrays = load_mfeat_arrays()
-    return max(arrays[view].shape[1] for view_set in config.view_sets for view in view_set)

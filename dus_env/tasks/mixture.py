@@ -21,7 +21,7 @@ import numpy as np
 
 from ..validation import ConfigError, as_tuple, check_float, fail
 from .base import Task, pad_features
-from .mfeat import MFeatTaskConfig, build_mfeat_task, mfeat_width
+from .mfeat import MFeatTaskConfig, build_mfeat_task
 from .synthetic import SyntheticTaskConfig, build_synthetic_task
 
 _COMPONENTS: dict[str, Any] = {"synthetic": SyntheticTaskConfig, "mfeat": MFeatTaskConfig}
@@ -79,7 +79,7 @@ class MixtureTaskConfig:
 
     def width(self) -> int:
         """The common feature width every instance is padded to."""
-        return max(c.feature_dim if c.kind == "synthetic" else mfeat_width(c) for c in self.components)
+        return max(c.max_feature_width() for c in self.components)
 
     def probabilities(self) -> np.ndarray:
         weights = np.ones(len(self.components)) if self.weights is None else np.asarray(self.weights, dtype=np.float64)

@@ -124,6 +124,10 @@ class SyntheticTaskConfig:
         nan = np.full(self.n_modalities, np.nan)
         return {"signal_strengths": nan, "corruption_rates": nan.copy(), "n_train": np.array(-1)}
 
+    def max_feature_width(self) -> int:
+        """The widest modality of any instance."""
+        return self.feature_dim
+
     def max_split_sizes(self) -> tuple[int, int, int]:
         """The largest train / val / test split of any instance (what a batch of envs reserves)."""
         return self.n_train_bounds[1], self.n_val, self.n_test
