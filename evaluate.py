@@ -11,6 +11,7 @@ Agent specs (NAME=SPEC sets the display name):
   reinforce:PATH | exported:PATH
   best-constant | best-constant:ENV (the constant tuned on seeds 60000-60019 of this env or of ENV)
   pretrained (the policy shipped with dus_env)
+  bss | bss:adaptive (uniform quantities, BSS's row order); SPEC+bss, e.g. heuristic+bss (DUS+BSS)
   {env} in PATH becomes the env id without namespace: ppo:runs/ppo_{env}_0 -> runs/ppo_Synthetic-v0_0
 
 Examples:

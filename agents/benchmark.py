@@ -81,10 +81,14 @@ class BenchmarkPlan:
     seeds: tuple[int, ...]
     baseline: str
 
+    def env_kwargs_of(self, agent: AgentSpec) -> dict[str, Any]:
+        """The ``gymnasium.make`` overrides of ``agent``'s episodes: the plan's and the agent's own (a BSS order)."""
+        return {**self.env_kwargs, **agent.env_overrides}
+
     def jobs(self) -> list[EpisodeJob]:
         """All episodes, seed-major; :func:`batches` groups them into the batches that run."""
         return [
-            EpisodeJob(env_id, dict(self.env_kwargs), resolve_spec(agent, env_id).text, agent.label, seed)
+            EpisodeJob(env_id, self.env_kwargs_of(agent), resolve_spec(agent, env_id).text, agent.label, seed)
             for env_id in self.env_ids
             for seed in self.seeds
             for agent in self.agents
@@ -161,6 +165,11 @@ def make_plan(
     except AgentSpecError as exc:
         raise BenchmarkInputError(str(exc)) from None
     env_ids = tuple(dict.fromkeys(resolve_env_id(name) for name in envs))
+    ordered = [spec.text for spec in specs if spec.row_order is not None]
+    if ordered and ("row_order" in env_kwargs or "row_order" in env_kwargs.get("learner", {})):
+        raise BenchmarkInputError(
+            f"--env-kwargs sets row_order and the agents {', '.join(ordered)} set their own: give the row order one way"
+        )
     return BenchmarkPlan(env_ids, dict(env_kwargs), tuple(specs), tuple(range(seed_offset, seed_offset + n_seeds)),
                          _pick_baseline(specs, baseline))
 
@@ -176,18 +185,24 @@ def check_plan(plan: BenchmarkPlan) -> dict[str, dict[str, Any]]:
     """
     configs = {}
     for env_id in plan.env_ids:
-        env = build_env(env_id, plan.env_kwargs)
-        try:
-            env.reset(seed=plan.seeds[0])
-        except (ConfigError, ValueError, OSError) as exc:
-            raise BenchmarkInputError(f"env {env_id} cannot start an episode: {exc}") from None
-        configs[env_id] = env.unwrapped.config.to_dict()
+        envs: dict[str, gym.Env] = {}
         for agent in plan.agents:
+            kwargs = plan.env_kwargs_of(agent)
+            key = json.dumps(kwargs, sort_keys=True, default=str)
+            if key not in envs:
+                envs[key] = env = build_env(env_id, kwargs)
+                try:
+                    env.reset(seed=plan.seeds[0])
+                except (ConfigError, ValueError, OSError) as exc:
+                    raise BenchmarkInputError(f"env {env_id} cannot start an episode: {exc}") from None
+                # The plan's own env (first built when the first agent has no override of its own).
+                configs.setdefault(env_id, env.unwrapped.config.to_dict())
             try:
-                make_agent(agent, env)
+                make_agent(agent, envs[key])
             except AgentSpecError as exc:
                 raise BenchmarkInputError(f"{exc} (env {env_id})") from None
-        env.close()
+        for env in envs.values():
+            env.close()
     return configs
 
 
@@ -216,7 +231,7 @@ def parse_env_kwargs(items: Sequence[str]) -> dict[str, Any]:
 
 def _pick_baseline(specs: Sequence[AgentSpec], baseline: str | None) -> str:
     if baseline is None:
-        return next((spec.label for spec in specs if spec.kind == "uniform"), specs[0].label)
+        return next((spec.label for spec in specs if spec.kind == "uniform" and spec.row_order is None), specs[0].label)
     for spec in specs:
         if baseline in (spec.label, spec.text):
             return spec.label

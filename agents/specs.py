@@ -20,7 +20,16 @@ spec                      agent                                                 
 ``reinforce:PATH``        a policy saved by :mod:`agents.reinforce`                        ``reinforce``
 ``exported:PATH``         an exported policy artifact (what ``DUSSampler`` runs)           ``exported``
 ``pretrained``            the policy shipped with the package (:mod:`dus_env.policies`)    ``pretrained``
+``bss[:ORDER]``           uniform quantities with BSS's row order, ``ORDER`` ``curriculum``  the spec
+                          (default) or ``adaptive`` (:mod:`dus_env.methods.bss`)
+``SPEC+bss[:ORDER]``      any spec above with BSS's row order (e.g. ``heuristic+bss``:       the spec
+                          DUS-H's quantities, BSS's order)
 ========================  ===============================================================  ==============
+
+A BSS row order is a property of the env (the ``row_order`` learner option), so a spec with one
+carries it as an env override (:attr:`AgentSpec.env_overrides`): ``evaluate.py`` runs that agent's
+episodes in the env with the order, and every other agent in the env as given. ``DUS``, ``BSS``
+and ``DUS+BSS`` are then three agents of one table: ``heuristic``, ``bss``, ``heuristic+bss``.
 
 ``PATH`` may contain ``{env}``, replaced by the env id without its namespace (``Synthetic-v0``), so
 one spec names the model trained on each env: ``ppo:runs/ppo_{env}_0``.
@@ -60,19 +69,22 @@ SB3_ALGOS: tuple[str, ...] = (
     "a2c", "ars", "crossq", "ddpg", "dqn", "maskableppo", "ppo", "ppo_lstm", "ppo_mask", "qrdqn", "recurrentppo",
     "sac", "td3", "tqc", "trpo",
 )
-RULE_KINDS: tuple[str, ...] = ("uniform", "random", "heuristic", "fixed", "best-constant", "pretrained")
+RULE_KINDS: tuple[str, ...] = ("uniform", "random", "heuristic", "fixed", "best-constant", "pretrained", "bss")
 MODEL_KINDS: tuple[str, ...] = ("reinforce", "exported", *SB3_ALGOS)
 
 #: One line per accepted form, for error messages and ``--help``.
 SPEC_FORMS = (
     "uniform | random | heuristic | heuristic:TAU | fixed:S1,S2,... (one share per modality) | best-constant | "
-    "best-constant:ENV | pretrained | "
+    "best-constant:ENV | pretrained | bss | bss:adaptive | "
     f"ALGO:PATH (ALGO in {', '.join(SB3_ALGOS)}) | reinforce:PATH | exported:PATH; "
-    "prefix NAME= to set the display name; PATH may contain {env}"
+    "append +bss or +bss:adaptive for BSS's row order; prefix NAME= to set the display name; PATH may contain {env}"
 )
 
 ENV_PLACEHOLDER = "{env}"
 _LABEL = re.compile(r"^([A-Za-z0-9_][\w.+-]*)=(.+)$")
+_BSS_SUFFIX = re.compile(r"^(.+)\+bss(?::(\w*))?$")
+#: ``bss:ORDER`` -> the ``row_order`` learner option.
+BSS_ORDERS = {"curriculum": "bss_curriculum", "adaptive": "bss_adaptive"}
 # What loading a user's model file can raise when the file is wrong (not a bug in our code): missing
 # or unreadable file, wrong format, incompatible spaces or layout version, a truncated archive.
 _LOAD_ERRORS = (ValueError, OSError, KeyError, RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError)
@@ -95,6 +107,7 @@ class AgentSpec:
     :param path: model path as given (model kinds only); may hold ``{env}``.
     :param tuned_on: env id whose task distribution ``best-constant`` is tuned on (``None``: the evaluated env).
     :param named: whether the label was given with ``NAME=`` (then it is never replaced).
+    :param row_order: the BSS row order the agent's episodes run with (``bss`` and ``+bss`` specs), else ``None``.
     """
 
     text: str
@@ -105,6 +118,12 @@ class AgentSpec:
     path: str | None = None
     tuned_on: str | None = None
     named: bool = False
+    row_order: str | None = None
+
+    @property
+    def env_overrides(self) -> dict[str, str]:
+        """What the agent's env must be made with (``gymnasium.make`` keyword arguments)."""
+        return {"row_order": self.row_order} if self.row_order else {}
 
 
 def parse_spec(text: str) -> AgentSpec:
@@ -118,6 +137,17 @@ def parse_spec(text: str) -> AgentSpec:
     match = _LABEL.match(raw)
     if match:
         label, raw = match.group(1), match.group(2).strip()
+    suffix = _BSS_SUFFIX.match(raw)
+    if suffix:
+        try:
+            base = parse_spec(suffix.group(1))
+        except AgentSpecError as exc:
+            raise AgentSpecError(f"agent spec {text!r}: {exc}") from None
+        if base.row_order is not None:
+            raise AgentSpecError(f"agent spec {text!r}: give one BSS row order, not two")
+        row_order = _parse_bss_order(text, suffix.group(2))
+        canonical = base.text + _bss_suffix(row_order)
+        return dataclasses.replace(base, text=canonical, label=label or canonical, named=label is not None, row_order=row_order)
     head, has_argument, argument = raw.partition(":")
     kind = head.strip().lower()
     argument = argument.strip()
@@ -134,6 +164,10 @@ def parse_spec(text: str) -> AgentSpec:
         shares = _parse_shares(text, argument)
         canonical = f"fixed:{argument}"
         return AgentSpec(canonical, kind, label or canonical, shares=shares, named=named)
+    if kind == "bss":
+        row_order = _parse_bss_order(text, argument if has_argument else None)
+        canonical = _bss_suffix(row_order)[1:]
+        return AgentSpec(canonical, "uniform", label or canonical, named=named, row_order=row_order)
     if kind == "best-constant":
         tuned_on = _parse_env_id(text, argument) if has_argument else None
         canonical = f"best-constant:{tuned_on}" if tuned_on else "best-constant"
@@ -153,7 +187,7 @@ def resolve_spec(spec: AgentSpec | str, env_id: str) -> AgentSpec:
     if spec.path is None or ENV_PLACEHOLDER not in spec.path:
         return spec
     path = spec.path.replace(ENV_PLACEHOLDER, env_id.split("/")[-1])
-    return dataclasses.replace(spec, text=f"{spec.kind}:{path}", path=path)
+    return dataclasses.replace(spec, text=f"{spec.kind}:{path}{_bss_suffix(spec.row_order)}", path=path)
 
 
 def with_unique_labels(specs: Sequence[AgentSpec]) -> list[AgentSpec]:
@@ -195,6 +229,11 @@ def make_agent(spec: AgentSpec | str, env: gym.Env, seed: int = 0) -> Agent:
     base = env.unwrapped
     if not hasattr(base, "layout") or not hasattr(base, "mapping"):
         raise AgentSpecError(f"agent spec {spec.text!r}: env {base!r} is not a DUSEnv (it has no layout/mapping)")
+    if spec.row_order is not None and base.config.learner.row_order != spec.row_order:
+        raise AgentSpecError(
+            f"agent spec {spec.text!r} runs with row_order={spec.row_order!r} but the env has "
+            f"row_order={base.config.learner.row_order!r}: make the env with gymnasium.make(id, row_order={spec.row_order!r})"
+        )
     if spec.path is not None and ENV_PLACEHOLDER in spec.path:
         if env.spec is None:
             raise AgentSpecError(f"agent spec {spec.text!r} holds {ENV_PLACEHOLDER} but the env has no id to fill it with")
@@ -260,6 +299,22 @@ def _build(spec: AgentSpec, env: gym.Env, seed: int) -> Agent:
         raise AgentSpecError(f"agent spec {spec.text!r} needs a module that is not available: {exc}") from exc
     except _LOAD_ERRORS as exc:
         raise AgentSpecError(f"agent spec {spec.text!r}: cannot load {spec.path!r} for this env: {exc}") from exc
+
+
+def _parse_bss_order(text: str, argument: str | None) -> str:
+    """The ``row_order`` of ``bss[:ORDER]``; no argument is the curriculum."""
+    name = (argument or "curriculum").strip().lower()
+    if name not in BSS_ORDERS:
+        raise AgentSpecError(f"agent spec {text!r}: BSS order {name!r} is unknown: choose {' or '.join(BSS_ORDERS)}")
+    return BSS_ORDERS[name]
+
+
+def _bss_suffix(row_order: str | None) -> str:
+    """``+bss`` / ``+bss:adaptive`` for a row order (the curriculum is the default), ``""`` for none."""
+    if row_order is None:
+        return ""
+    name = next(name for name, order in BSS_ORDERS.items() if order == row_order)
+    return "+bss" if name == "curriculum" else f"+bss:{name}"
 
 
 def _parse_env_id(text: str, argument: str) -> str:

@@ -30,7 +30,7 @@ import torch
 
 from .batched.data import StackedSplit
 from .batched.evaluation import StackedEvaluation, evaluate_split
-from .batched.learners import LEARNERS
+from .batched.learners import make_learner
 from .batched.model import StackedModel
 from .batched.optim import StackedOptimizer
 from .batched.random import seed_key
@@ -280,7 +280,7 @@ class TrainingCore:
             learner.shared_head, self.device,
         )
         optimizer = StackedOptimizer(self.model, learner.optimizer, learner.lr, learner.momentum, learner.weight_decay)
-        self.learner = LEARNERS[learner.kind](self.model, optimizer, self.train)
+        self.learner = make_learner(self.config, self.model, optimizer, self.train)
         self._allocated = True
 
     def _check_shape(self, task: Task) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from itertools import combinations
 
 from .config import EnvConfig
+from .learners import LearnerConfig
 from .tasks import MFEAT_VIEWS, FeaturesTaskConfig, MFeatTaskConfig, MixtureTaskConfig, SyntheticTaskConfig
 
 #: A distribution over two-modality synthetic tasks: a strong modality (signal 1.0-2.0) corrupted
@@ -66,6 +67,13 @@ PRESETS: dict[str, EnvConfig] = {
         task=MixtureTaskConfig(components=(SYNTHETIC_MIX, MFeatTaskConfig(views=MFEAT_TRAIN_PAIRS))),
         shuffle_modalities=True,
     ),
+    # The methods DUS plugs into (the DUS paper's "DUS/X" combinations): Synthetic-v0's task with
+    # another learner or row order. The sampling action composes with each.
+    "Synthetic-OGMGE": EnvConfig(learner=LearnerConfig(kind="ogm_ge")),
+    "Synthetic-MLA": EnvConfig(learner=LearnerConfig(kind="mla")),
+    "Synthetic-MIE": EnvConfig(learner=LearnerConfig(kind="mie")),
+    "Synthetic-BSS": EnvConfig(learner=LearnerConfig(row_order="bss_curriculum")),
+    "Synthetic-BSSAdaptive": EnvConfig(learner=LearnerConfig(row_order="bss_adaptive")),
     # The path is required: gymnasium.make("dus_env/Features-v0", path="my_features.npz").
     "Features": EnvConfig(task=FeaturesTaskConfig()),
 }

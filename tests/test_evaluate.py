@@ -21,6 +21,8 @@ from agents.benchmark import (
     BenchmarkInputError,
     Table,
     batches,
+    check_plan,
+    run_batch,
     format_pvalue,
     make_plan,
     parse_env_kwargs,
@@ -210,6 +212,23 @@ def test_batches_are_one_agent_on_one_env_chunk_major() -> None:
     assert [len(b) for b in batches(plan.jobs())] == [5, 5, 5, 5]
     with pytest.raises(ValueError, match="batch size 0 is invalid"):
         batches(plan.jobs(), size=0)
+
+
+def test_bss_agents_run_in_the_env_with_their_row_order() -> None:
+    plan = make_plan(["uniform", "bss", "heuristic+bss:adaptive"], ["Synthetic-v0"], {"decision_steps": 2}, n_seeds=1)
+    kwargs = {job.label: job.env_kwargs for job in plan.jobs()}
+    assert kwargs == {"uniform": {"decision_steps": 2}, "bss": {"decision_steps": 2, "row_order": "bss_curriculum"},
+                      "heuristic+bss:adaptive": {"decision_steps": 2, "row_order": "bss_adaptive"}}
+    assert plan.baseline == "uniform"  # "bss" is uniform quantities, but not the plain baseline
+    assert make_plan(["bss", "uniform"], ["Synthetic-v0"], {}, 1).baseline == "uniform"
+    check_plan(plan)  # every agent is built for the env it runs in
+    results = [result for batch in batches(plan.jobs()) for result in run_batch(batch)]
+    assert {r.agent for r in results} == {"uniform", "bss", "heuristic+bss:adaptive"}
+
+
+def test_row_order_given_twice_is_refused() -> None:
+    with pytest.raises(BenchmarkInputError, match="give the row order one way"):
+        make_plan(["uniform", "bss"], ["Synthetic-v0"], {"learner": {"row_order": "bss_adaptive"}}, 1)
 
 
 def test_plan_baseline_choice() -> None:

@@ -64,6 +64,35 @@ def test_plug_in_example_trains_with_sampler_and_uniform() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("options", [(), ("--order", "bss_adaptive", "--no-ogm-ge"), ("--order", "random")])
+def test_plugin_methods_example_trains_with_the_sampler(options: tuple[str, ...]) -> None:
+    result = run_script("examples/plugin_methods_with_sampler.py", "--seeds", "1", "--iterations", "30", *options)
+    assert result.returncode == 0, result.stderr
+    assert "DUS-H" in result.stdout and "fused test balanced accuracy" in result.stdout
+
+
+def test_plugin_table_compares_dus_x_with_x_for_every_method(tmp_path: Path) -> None:
+    """``bench/plugin_table.py`` on the tiny overrides: one row per method, DUS/X - X from the per-seed numbers."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import plugin_table
+
+    out = tmp_path / "plugin.json"
+    argv = ["--envs", "Synthetic3-v0", "--seeds", "3", "--seed-offset", "5", "--out", str(out), "--env-kwargs", json.dumps(dus_env.TINY_OVERRIDES)]
+    assert plugin_table.main(argv) == 0
+    report = json.loads(out.read_text())
+    assert [row["method"] for row in report["rows"]] == list(plugin_table.METHODS)
+    for row in report["rows"]:
+        assert row["diff"] == pytest.approx(100 * (np.mean(row["dus_x_per_seed"]) - np.mean(row["x_per_seed"])))
+        assert row["single_ms_per_step"] > 0 and row["batched_ms_per_env_step"] > 0
+    assert report["seeds"] == [5, 6, 7]
+
+
+def test_plugin_table_names_a_bad_env() -> None:
+    result = run_script("bench/plugin_table.py", "--envs", "NoSuchEnv-v0", "--seeds", "2")
+    assert result.returncode == 2 and "unknown env 'NoSuchEnv-v0'" in result.stderr
+
+
+@pytest.mark.slow
 def test_vector_throughput_bench_prints_the_table() -> None:
     result = run_script("bench/vector_throughput.py", "--quick")
     assert result.returncode == 0, result.stderr

@@ -51,6 +51,14 @@ REPO = Path(__file__).resolve().parents[1]
         ("cold=heuristic:1", AgentSpec("heuristic:1", "heuristic", "cold", temperature=1.0, named=True)),
         ("ppo:runs/lr=3e-4", AgentSpec("ppo:runs/lr=3e-4", "ppo", "ppo", path="runs/lr=3e-4")),
         ("ppo:runs/ppo_{env}_0", AgentSpec("ppo:runs/ppo_{env}_0", "ppo", "ppo", path="runs/ppo_{env}_0")),
+        ("bss", AgentSpec("bss", "uniform", "bss", row_order="bss_curriculum")),
+        ("bss:curriculum", AgentSpec("bss", "uniform", "bss", row_order="bss_curriculum")),
+        ("BSS:Adaptive", AgentSpec("bss:adaptive", "uniform", "bss:adaptive", row_order="bss_adaptive")),
+        ("heuristic+bss", AgentSpec("heuristic+bss", "heuristic", "heuristic+bss", temperature=DEFAULT_TEMPERATURE,
+                                    row_order="bss_curriculum")),
+        ("d=heuristic:0.05+bss:adaptive", AgentSpec("heuristic:0.05+bss:adaptive", "heuristic", "d", temperature=0.05,
+                                                    named=True, row_order="bss_adaptive")),
+        ("ppo:runs/p+bss", AgentSpec("ppo:runs/p+bss", "ppo", "ppo:runs/p+bss", path="runs/p", row_order="bss_curriculum")),
     ],
 )
 def test_parse_every_form(text: str, expected: AgentSpec) -> None:
@@ -76,6 +84,10 @@ def test_parse_every_form(text: str, expected: AgentSpec) -> None:
         ("ppo:", "needs a model path"),
         ("ppo", "needs a model path"),
         ("", "accepted forms are"),
+        ("bss:fast", "BSS order 'fast' is unknown: choose curriculum or adaptive"),
+        ("bss+bss", "give one BSS row order, not two"),
+        ("heuristic+bss:x", "BSS order 'x' is unknown"),
+        ("bogus+bss", "accepted forms are"),
     ],
 )
 def test_parse_errors_name_the_spec(text: str, fragment: str) -> None:
@@ -102,6 +114,22 @@ def test_spec_fields_are_data_only() -> None:
 def test_unknown_spec_is_a_value_error_listing_the_forms() -> None:
     with pytest.raises(ValueError, match=r"uniform \| random \| heuristic .*fixed:S1,S2.*reinforce:PATH \| exported:PATH"):
         parse_spec("greedy")
+
+
+def test_bss_specs_carry_their_row_order_as_an_env_override() -> None:
+    assert parse_spec("heuristic+bss:adaptive").env_overrides == {"row_order": "bss_adaptive"}
+    assert parse_spec("heuristic").env_overrides == {}
+    # The placeholder is filled and the order kept: the resolved text rebuilds the same agent.
+    resolved = resolve_spec("ppo:runs/{env}+bss", "dus_env/Synthetic-v0")
+    assert resolved.text == "ppo:runs/Synthetic-v0+bss" and parse_spec(resolved.text).row_order == "bss_curriculum"
+
+
+def test_bss_agent_needs_an_env_with_its_row_order() -> None:
+    with pytest.raises(AgentSpecError, match=r"row_order='bss_curriculum' but the env has row_order='epoch'"):
+        make_agent("bss", gym.make("dus_env/Synthetic-v0"))
+    agent = make_agent("heuristic+bss", gym.make("dus_env/Synthetic-BSS-v0"))
+    assert isinstance(agent, HeuristicAgent) and agent.name == "heuristic+bss"
+    assert isinstance(make_agent("bss", gym.make("dus_env/Synthetic-v0", row_order="bss_curriculum")), UniformAgent)
 
 
 def test_resolve_spec_fills_the_env_placeholder() -> None:

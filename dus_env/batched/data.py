@@ -8,12 +8,17 @@ every accuracy).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 
 from ..metrics import balanced_weights
 from ..tasks import Split
 from .random import ROW_ORDER, random_values
+
+if TYPE_CHECKING:
+    from .row_order import EpochOrder
 
 INT64_MAX = torch.iinfo(torch.int64).max
 
@@ -74,44 +79,58 @@ class StackedSplit:
 
 
 class RowStreams:
-    """Training rows in epochs, per env and stream: a seeded permutation consumed in order, then the next.
+    """Training rows in epochs, per env and stream: an epoch's row order consumed in order, then the next.
 
     Why epochs and not sampling with replacement: every sample is seen once per epoch, as in an
-    ordinary training loop. Stream ``s`` of env ``i`` draws epoch ``e``'s permutation from
-    ``(key_i, s, e)`` alone (:mod:`dus_env.batched.random`). The permutations of the current and the
-    next epoch are kept, so a draw that crosses the end of an epoch continues in the next one.
+    ordinary training loop. Stream ``s`` of env ``i`` draws epoch ``e``'s random values from
+    ``(key_i, s, e)`` alone (:mod:`dus_env.batched.random`); the row order (``order``, see
+    :mod:`dus_env.batched.row_order`) turns them into the epoch's sequence of rows, and says how
+    many rows the epoch visits (all of them, or a curriculum's pool). The orders of the current and
+    the next epoch are kept, so a draw that crosses the end of an epoch continues in the next one.
 
-    :param n_streams: independent streams per env (1 for the joint learner, one per modality for the
-        alternating learner).
+    :param n_streams: independent streams per env (1 for the joint learners, one per modality for
+        the alternating ones).
+    :param order: the row order (:class:`~dus_env.batched.row_order.EpochOrder`, the default, or a BSS order).
     """
 
-    def __init__(self, split: StackedSplit, n_streams: int) -> None:
+    def __init__(self, split: StackedSplit, n_streams: int, order: EpochOrder | None = None) -> None:
+        from .row_order import EpochOrder  # the orders build on this module
+
         self.split = split
         self.n_streams = n_streams
+        self.order = order if order is not None else EpochOrder(split)
         n_envs, self.device = len(split.rows), split.labels.device
         self.keys = np.zeros(n_envs, dtype=np.uint64)
         self.orders = torch.zeros(n_envs, n_streams, 2, split.capacity, dtype=torch.int64, device=self.device)
+        #: Rows the current (``[..., 0]``) and the next (``[..., 1]``) epoch of each env and stream visit.
+        self.limits = np.zeros((n_envs, n_streams, 2), dtype=np.int64)
         self.positions = np.zeros((n_envs, n_streams), dtype=np.int64)
         self.epochs = np.zeros((n_envs, n_streams), dtype=np.int64)
 
     def reset_envs(self, envs: np.ndarray, keys: np.ndarray) -> None:
         """Start the streams of ``envs`` at epoch 0 with their new ``keys`` (uint64)."""
-        index = torch.as_tensor(envs, device=self.device)
         self.keys[envs] = keys
         self.positions[envs] = 0
         self.epochs[envs] = 0
         for stream in range(self.n_streams):
             for epoch in (0, 1):
-                self.orders[index, stream, epoch] = self._permutations(envs, stream, np.full(len(envs), epoch))
+                self._draw(envs, stream, epoch, np.full(len(envs), epoch))
 
-    def _permutations(self, envs: np.ndarray, stream: int, epochs: np.ndarray) -> torch.Tensor:
-        """Row orders ``[k, R]`` of epoch ``epochs[i]`` for ``envs[i]``; padding rows sort last."""
+    def redraw_next(self, envs: np.ndarray) -> None:
+        """Redraw the next epoch of ``envs``' streams (their row order changed); the current ones go on as drawn."""
+        for stream in range(self.n_streams):
+            self._draw(envs, stream, 1, self.epochs[envs, stream] + 1)
+
+    def _draw(self, envs: np.ndarray, stream: int, slot: int, epochs: np.ndarray) -> None:
+        """Epoch ``epochs[i]``'s order of ``envs[i]``'s stream ``stream`` into slot ``slot`` (0 current, 1 next)."""
         values = random_values(self.keys[envs], ROW_ORDER, epochs * self.n_streams + stream, self.split.capacity, self.device)
         rows = self.split.rows[envs]
+        padding = None
         if (rows < self.split.capacity).any():
             padding = torch.arange(self.split.capacity, device=self.device) >= torch.as_tensor(rows, device=self.device).unsqueeze(1)
-            values.masked_fill_(padding, INT64_MAX)
-        return values.argsort(dim=1)
+        keys, limits = self.order.sort_keys(envs, epochs, values, padding)
+        self.orders[torch.as_tensor(envs, device=self.device), stream, slot] = keys.argsort(dim=1)
+        self.limits[envs, stream, slot] = limits
 
     def take(self, stream: int, counts: np.ndarray, width: int, repeats: int) -> torch.Tensor:
         """The next ``repeats`` draws of ``counts[i]`` rows from every env's stream ``stream``.
@@ -124,14 +143,15 @@ class RowStreams:
         if too_many.size:
             env = int(too_many[0])
             raise ValueError(f"env {env}: cannot draw {int(counts[env])} samples per iteration from a training split of {int(n_rows[env])}")
-        if (self.positions[:, stream] + repeats * counts > 2 * n_rows).any():
+        current, following = self.limits[:, stream, 0], self.limits[:, stream, 1]
+        if (self.positions[:, stream] + repeats * counts > current + following).any():
             # More than one epoch boundary ahead: one draw at a time (each crosses at most one).
             return torch.cat([self.take(stream, counts, width, 1) for _ in range(repeats)], dim=1)
         device = self.device
         start = torch.as_tensor(self.positions[:, stream], device=device).view(-1, 1, 1)
         step = torch.as_tensor(counts, device=device).view(-1, 1, 1)
         offsets = (start + step * torch.arange(repeats, device=device).view(1, -1, 1) + torch.arange(width, device=device)).view(len(counts), -1)
-        limit = self.split.rows_device.unsqueeze(1)
+        limit = torch.as_tensor(current, device=device).unsqueeze(1)
         in_next = offsets >= limit
         offsets = torch.where(in_next, offsets - limit, offsets).clamp_(max=self.split.capacity - 1)
         orders = self.orders[:, stream]
@@ -142,10 +162,11 @@ class RowStreams:
     def _advance(self, stream: int, counts: np.ndarray) -> None:
         positions = self.positions[:, stream]
         positions += counts
-        wrapped = np.flatnonzero(positions >= self.split.rows)
+        wrapped = np.flatnonzero(positions >= self.limits[:, stream, 0])
         if wrapped.size:
-            positions[wrapped] -= self.split.rows[wrapped]
+            positions[wrapped] -= self.limits[wrapped, stream, 0]
             self.epochs[wrapped, stream] += 1
             index = torch.as_tensor(wrapped, device=self.device)
             self.orders[index, stream, 0] = self.orders[index, stream, 1]
-            self.orders[index, stream, 1] = self._permutations(wrapped, stream, self.epochs[wrapped, stream] + 1)
+            self.limits[wrapped, stream, 0] = self.limits[wrapped, stream, 1]
+            self._draw(wrapped, stream, 1, self.epochs[wrapped, stream] + 1)

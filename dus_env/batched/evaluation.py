@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 
@@ -30,6 +31,16 @@ class StackedEvaluation:
 CHUNK_BYTES = 1 << 20
 
 
+def env_chunks(model: StackedModel, split: StackedSplit, envs: torch.Tensor | None = None) -> Iterator[torch.Tensor | slice]:
+    """The envs (all, or int64 ``envs [k]``) in chunks whose activations stay in cache (see ``CHUNK_BYTES``):
+    what a pass over a whole split, of every env, iterates over."""
+    selected = torch.arange(model.n_envs, device=model.flat.device) if envs is None else envs
+    width = max((*model.hidden_sizes, model.embedding_dim, model.n_classes))
+    chunk = max(1, CHUNK_BYTES // (4 * split.capacity * width))
+    for start in range(0, len(selected), chunk):
+        yield slice(start, start + chunk) if envs is None else selected[start : start + chunk]
+
+
 @torch.no_grad()
 def evaluate_split(model: StackedModel, split: StackedSplit, envs: torch.Tensor | None = None) -> StackedEvaluation:
     """Row 0 of the predictions is the fused one (summed logits), rows 1.. each modality's.
@@ -38,13 +49,7 @@ def evaluate_split(model: StackedModel, split: StackedSplit, envs: torch.Tensor 
 
     :param envs: int64 ``[k]``, the envs to evaluate; ``None`` = all.
     """
-    selected = torch.arange(model.n_envs, device=model.flat.device) if envs is None else envs
-    width = max((*model.hidden_sizes, model.embedding_dim, model.n_classes))
-    chunk = max(1, CHUNK_BYTES // (4 * split.capacity * width))
-    parts = []
-    for start in range(0, len(selected), chunk):
-        index: torch.Tensor | slice = slice(start, start + chunk) if envs is None else selected[start : start + chunk]
-        parts.append(_evaluate(model, split, index))
+    parts = [_evaluate(model, split, index) for index in env_chunks(model, split, envs)]
     return StackedEvaluation(*(torch.cat(values) for values in zip(*(
         (p.fused_accuracy, p.fused_balanced_accuracy, p.modality_accuracies, p.modality_balanced_accuracies) for p in parts
     ))))

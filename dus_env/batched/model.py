@@ -8,7 +8,7 @@ Layout: parameter tensor ``t`` (a weight ``[N, in, out]`` or a bias ``[N, out]``
 block of the 1-D buffer ``flat``; gradients live in ``grad`` with the same layout, and autograd
 accumulates into them in place. So the optimizer updates every parameter of every env in a few
 operations on ``flat``, and a *segment* (the blocks of one modality's encoder, or of the heads) is
-one contiguous range of it, which the alternating learner updates alone.
+one contiguous range of it, which the alternating learners update alone.
 """
 
 from __future__ import annotations
@@ -82,16 +82,18 @@ class StackedModel:
         """The per-layer parameters as views of ``flat`` (and their gradients of ``grad``)."""
         self._offset = 0
         self._env_index_parts: list[torch.Tensor] = []
-        #: Ranges of ``flat``: ``segments[j]`` is modality ``j``'s encoder, ``segments[-1]`` the head(s).
+        #: Ranges of ``flat``: ``segments[j]`` is modality ``j``'s encoder, then one per head (:meth:`head_segment`).
         self.segments: list[tuple[int, int]] = []
         self.encoders: list[list[Layer]] = []
         for shapes in self._encoder_shape_lists():
             start = self._offset
             self.encoders.append([self._layer(i, o) for i, o in shapes])
             self.segments.append((start, self._offset))
-        start = self._offset
-        self.heads = [self._layer(i, o) for i, o in self._head_shapes()]
-        self.segments.append((start, self._offset))
+        self.heads = []
+        for i, o in self._head_shapes():
+            start = self._offset
+            self.heads.append(self._layer(i, o))
+            self.segments.append((start, self._offset))
         #: int64 ``[N * P]``: the env of each element of ``flat`` (for per-env optimizer factors).
         self.element_env = torch.cat(self._env_index_parts)
         del self._env_index_parts
@@ -136,14 +138,31 @@ class StackedModel:
 
     # -- forward passes --------------------------------------------------------------------------
 
-    def modality_logits(self, modality: int, x: torch.Tensor, envs: torch.Tensor | slice | None = None) -> torch.Tensor:
+    def head_segment(self, modality: int) -> int:
+        """Index in :attr:`segments` of the head modality ``modality`` predicts through."""
+        return self.n_modalities + (modality if len(self.heads) > 1 else 0)
+
+    def head_layer(self, modality: int) -> Layer:
+        return self.heads[modality if len(self.heads) > 1 else 0]
+
+    def modality_layers(self, modality: int) -> list[Layer]:
+        """Modality ``modality``'s encoder layers, then its head."""
+        return [*self.encoders[modality], self.head_layer(modality)]
+
+    def modality_logits(
+        self, modality: int, x: torch.Tensor, envs: torch.Tensor | slice | None = None, inputs: list[torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """Modality ``modality``'s logits ``[n, R, C]`` for inputs ``x [n, R, d]``.
 
         :param envs: the envs the rows of ``x`` belong to (int64 ``[n]`` or a slice); ``None`` = all, in order.
+        :param inputs: if given, each layer's input (``x``, the hidden activations, the embedding) is
+            appended to it, in :meth:`modality_layers` order.
         """
-        head = self.heads[modality if len(self.heads) > 1 else 0]
+        head = self.head_layer(modality)
         h = x
-        for layer in (*self.encoders[modality], head):
+        for layer in self.modality_layers(modality):
+            if inputs is not None:
+                inputs.append(h)
             weight, bias = (layer.weight, layer.bias) if envs is None else (layer.weight[envs], layer.bias[envs])
             h = torch.baddbmm(bias.unsqueeze(1), h, weight)
             if layer is not head:
