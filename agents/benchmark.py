@@ -186,8 +186,9 @@ def check_plan(plan: BenchmarkPlan) -> dict[str, dict[str, Any]]:
     configs = {}
     for env_id in plan.env_ids:
         envs: dict[str, gym.Env] = {}
-        for agent in plan.agents:
-            kwargs = plan.env_kwargs_of(agent)
+        # The plan's own env first: its config is the env's config in summary.json (agents with a
+        # row order of their own run in a copy with that order, which their spec text names).
+        for kwargs in [dict(plan.env_kwargs)] + [plan.env_kwargs_of(agent) for agent in plan.agents]:
             key = json.dumps(kwargs, sort_keys=True, default=str)
             if key not in envs:
                 envs[key] = env = build_env(env_id, kwargs)
@@ -195,8 +196,9 @@ def check_plan(plan: BenchmarkPlan) -> dict[str, dict[str, Any]]:
                     env.reset(seed=plan.seeds[0])
                 except (ConfigError, ValueError, OSError) as exc:
                     raise BenchmarkInputError(f"env {env_id} cannot start an episode: {exc}") from None
-                # The plan's own env (first built when the first agent has no override of its own).
-                configs.setdefault(env_id, env.unwrapped.config.to_dict())
+        configs[env_id] = next(iter(envs.values())).unwrapped.config.to_dict()
+        for agent in plan.agents:
+            key = json.dumps(plan.env_kwargs_of(agent), sort_keys=True, default=str)
             try:
                 make_agent(agent, envs[key])
             except AgentSpecError as exc:

@@ -26,7 +26,8 @@ spec                      agent                                                 
                           DUS-H's quantities, BSS's order)
 ========================  ===============================================================  ==============
 
-A BSS row order is a property of the env (the ``row_order`` learner option), so a spec with one
+A spec ending in ``+bss`` or ``+bss:ORDER`` always means the row order (a model ``PATH`` cannot
+end that way). A BSS row order is a property of the env (the ``row_order`` learner option), so a spec with one
 carries it as an env override (:attr:`AgentSpec.env_overrides`): ``evaluate.py`` runs that agent's
 episodes in the env with the order, and every other agent in the env as given. ``DUS``, ``BSS``
 and ``DUS+BSS`` are then three agents of one table: ``heuristic``, ``bss``, ``heuristic+bss``.
@@ -82,7 +83,7 @@ SPEC_FORMS = (
 
 ENV_PLACEHOLDER = "{env}"
 _LABEL = re.compile(r"^([A-Za-z0-9_][\w.+-]*)=(.+)$")
-_BSS_SUFFIX = re.compile(r"^(.+)\+bss(?::(\w*))?$")
+_BSS_SUFFIX = re.compile(r"^(.+)\+bss(?::([^:+]*))?$", re.IGNORECASE)
 #: ``bss:ORDER`` -> the ``row_order`` learner option.
 BSS_ORDERS = {"curriculum": "bss_curriculum", "adaptive": "bss_adaptive"}
 # What loading a user's model file can raise when the file is wrong (not a bug in our code): missing
@@ -303,7 +304,7 @@ def _build(spec: AgentSpec, env: gym.Env, seed: int) -> Agent:
 
 def _parse_bss_order(text: str, argument: str | None) -> str:
     """The ``row_order`` of ``bss[:ORDER]``; no argument is the curriculum."""
-    name = (argument or "curriculum").strip().lower()
+    name = "curriculum" if argument is None else argument.strip().lower()
     if name not in BSS_ORDERS:
         raise AgentSpecError(f"agent spec {text!r}: BSS order {name!r} is unknown: choose {' or '.join(BSS_ORDERS)}")
     return BSS_ORDERS[name]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -38,9 +39,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.benchmark import BenchmarkInputError, batches, limit_threads, make_plan, parse_env_kwargs, resolve_env_id, run_batch  # noqa: E402
+from agents.benchmark import (  # noqa: E402
+    BenchmarkInputError, batches, format_pvalue, limit_threads, make_plan, parse_env_kwargs, resolve_env_id, run_batch,
+)
 from agents.cli import merge_nested  # noqa: E402
 from agents.stats import paired_comparison  # noqa: E402
+from dus_env.validation import ConfigError  # noqa: E402
 
 DEFAULT_ENVS = ("Synthetic-v0", "SyntheticHard-v0", "MFeat-v0")
 #: Method name -> learner options (``gymnasium.make`` keyword arguments).
@@ -55,9 +59,20 @@ METHODS: dict[str, dict[str, str]] = {
 DEFAULT_SEED_OFFSET = 80_000
 
 
+#: Options the methods set: given in ``--env-kwargs`` they would be overridden (or override the method).
+METHOD_OPTIONS = ("kind", "row_order")
+
+
 def method_kwargs(env_kwargs: dict, method: str) -> dict:
     """The user's env kwargs with the method's learner options."""
     return merge_nested(env_kwargs, {"learner": METHODS[method]})
+
+
+def check_env_kwargs(env_kwargs: dict) -> None:
+    """Refuse ``--env-kwargs`` that set what the methods set."""
+    given = [name for name in METHOD_OPTIONS if name in env_kwargs or name in env_kwargs.get("learner", {})]
+    if given:
+        raise BenchmarkInputError(f"--env-kwargs sets {', '.join(given)}, which each method sets itself: choose methods with --methods")
 
 
 def accuracies(env_id: str, kwargs: dict, seeds: list[int]) -> tuple[dict[str, np.ndarray], dict[str, float], float]:
@@ -115,7 +130,7 @@ def print_row(row: dict, header: bool) -> None:
               f"{'gap X':>6} {'gap DUS/X':>9} {'ms/step':>8} {'ms/env-step':>12}")
     low, high = row["ci"]
     print(f"{row['env']:<24} {row['method']:<16} {row['x']:7.2f} {row['dus_x']:8.2f} {row['diff']:+7.2f} "
-          f"[{low:+6.2f}, {high:+6.2f}] {row['p']:7.3f} {row['gap_x']:6.1f} {row['gap_dus_x']:9.1f} "
+          f"[{low:+6.2f}, {high:+6.2f}] {format_pvalue(row['p']):>7} {row['gap_x']:6.1f} {row['gap_dus_x']:9.1f} "
           f"{row['single_ms_per_step']:8.1f} {row['batched_ms_per_env_step']:12.2f}", flush=True)
 
 
@@ -135,16 +150,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         envs = [resolve_env_id(name) for name in args.envs]
         env_kwargs = parse_env_kwargs(args.env_kwargs)
+        check_env_kwargs(env_kwargs)
         seeds = list(range(args.seed_offset, args.seed_offset + args.seeds))
         started = time.perf_counter()
         rows = run(envs, args.methods, seeds, env_kwargs)
-    except BenchmarkInputError as exc:
+    except (BenchmarkInputError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"{len(rows)} rows, {args.seeds} seeds ({seeds[0]}..{seeds[-1]}), torch {torch.__version__}, "
           f"{time.perf_counter() - started:.0f} s")
     if args.out:
-        args.out.write_text(json.dumps({"seeds": seeds, "env_kwargs": env_kwargs, "rows": rows}, indent=2))
+        # A p-value that is not available (NaN) is written as null: the file stays strict JSON.
+        rows = [{key: None if isinstance(value, float) and math.isnan(value) else value for key, value in row.items()} for row in rows]
+        args.out.write_text(json.dumps({"seeds": seeds, "env_kwargs": env_kwargs, "rows": rows}, indent=2, allow_nan=False))
     return 0
 
 

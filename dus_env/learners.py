@@ -139,6 +139,11 @@ class LearnerConfig:
                          f"leave it out or set kind={kind!r}")
         if self.projection is not None and self.kind not in ("alternating", "mla"):
             fail(owner, "projection", self.projection, f"only kinds 'alternating' and 'mla' read it (kind is {self.kind!r})")
+        if self.kind == "mie" and (self.rho == 0) != (self.flat_ratio == 0):
+            unused = "flat_ratio" if self.rho == 0 else "rho"
+            if getattr(self, unused) != defaults[unused]:
+                fail(owner, unused, getattr(self, unused), f"SAM is off ({'rho' if unused == 'flat_ratio' else 'flat_ratio'}=0), "
+                     "so nothing reads it; leave it out, or give both rho > 0 and flat_ratio > 0")
         if self.kind == "mla" and self.projection is False:
             fail(owner, "projection", self.projection, "kind 'mla' is alternating with the projection; for none use kind='alternating'")
         for name in _CURRICULUM_OPTIONS:

@@ -221,7 +221,9 @@ def test_bss_agents_run_in_the_env_with_their_row_order() -> None:
                       "heuristic+bss:adaptive": {"decision_steps": 2, "row_order": "bss_adaptive"}}
     assert plan.baseline == "uniform"  # "bss" is uniform quantities, but not the plain baseline
     assert make_plan(["bss", "uniform"], ["Synthetic-v0"], {}, 1).baseline == "uniform"
-    check_plan(plan)  # every agent is built for the env it runs in
+    configs = check_plan(plan)  # every agent is built for the env it runs in
+    assert configs["dus_env/Synthetic-v0"]["learner"]["row_order"] == "epoch"  # the plan's env, not an agent's copy
+    assert check_plan(make_plan(["bss", "uniform"], ["Synthetic-v0"], {}, 1))["dus_env/Synthetic-v0"]["learner"]["row_order"] == "epoch"
     results = [result for batch in batches(plan.jobs()) for result in run_batch(batch)]
     assert {r.agent for r in results} == {"uniform", "bss", "heuristic+bss:adaptive"}
 

@@ -421,3 +421,35 @@ def test_curriculum_fraction_schedule() -> None:
     assert all(v == 1.0 for v in values[39:])
     assert curriculum_fraction(0, 1.0, 7) == 1.0  # lambda0 = 1: the whole set from the start
     assert curriculum_fraction(2.5, 0.1, 7) == pytest.approx(math.sqrt(0.99 / 7 * 3.5 + 0.01))
+
+
+# -- bad input to the public formulas -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: ogm_ge_coefficients(torch.tensor([0.5]), 0.5), "need a last dimension of at least 2 modalities"),
+        (lambda: ogm_ge_coefficients(torch.tensor([0.5, 0.2]), -0.1), "alpha=-0.1 is invalid"),
+        (lambda: modulate_encoders([nn.Linear(2, 2), nn.Linear(2, 2)], torch.tensor([0.5, 0.2, 0.1]), 0.5),
+         "expected one score per encoder (2)"),
+        (lambda: curriculum_fraction(0, 0.1, 0), "grow=0 is invalid"),
+        (lambda: curriculum_fraction(-1, 0.1, 5), "t=-1 is invalid"),
+        (lambda: curriculum_fraction(0, 0.0, 5), "lambda0=0.0 is invalid"),
+        (lambda: sam_perturbation(torch.ones(1, 3), -0.1), "rho=-0.1 is invalid"),
+        (lambda: flat_modification(torch.eye(3), -1.0), "alpha=-1.0 is invalid"),
+        (lambda: balance_measures([torch.zeros(4, 3), torch.zeros(5, 3)], torch.zeros(4, dtype=torch.long)),
+         "modality_logits[1] has shape (5, 3)"),
+    ],
+)
+def test_public_formulas_reject_bad_input_naming_the_argument(call, message: str) -> None:
+    with pytest.raises(ValueError) as error:
+        call()
+    assert message in str(error.value)
+
+
+def test_flat_modification_of_a_non_finite_covariance_is_the_identity() -> None:
+    covariance = torch.stack([torch.diag(torch.tensor([4.0, 1.0])), torch.full((2, 2), float("nan"))])
+    modification = flat_modification(covariance, 0.4)
+    torch.testing.assert_close(modification[1], torch.eye(2))
+    assert torch.isfinite(modification).all()

@@ -87,9 +87,18 @@ def test_plugin_table_compares_dus_x_with_x_for_every_method(tmp_path: Path) -> 
     assert report["seeds"] == [5, 6, 7]
 
 
-def test_plugin_table_names_a_bad_env() -> None:
-    result = run_script("bench/plugin_table.py", "--envs", "NoSuchEnv-v0", "--seeds", "2")
-    assert result.returncode == 2 and "unknown env 'NoSuchEnv-v0'" in result.stderr
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (("--envs", "NoSuchEnv-v0"), "unknown env 'NoSuchEnv-v0'"),
+        (("--env-kwargs", "kind=mie"), "--env-kwargs sets kind, which each method sets itself"),
+        (("--env-kwargs", "learner.row_order=bss_adaptive"), "--env-kwargs sets row_order"),
+        (("--env-kwargs", "ogm_alpha=0.5"), "LearnerConfig.ogm_alpha=0.5 is invalid: only kind='ogm_ge' reads it"),
+    ],
+)
+def test_plugin_table_names_a_bad_option(options: tuple[str, ...], message: str) -> None:
+    result = run_script("bench/plugin_table.py", "--seeds", "2", *options)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.slow

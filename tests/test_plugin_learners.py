@@ -747,6 +747,8 @@ BAD_CONFIGS = [
     ({"kind": "mie", "flat_ratio": 1.5}, "flat_ratio"),
     ({"kind": "mie", "flat_ratio": -0.1}, "flat_ratio"),
     ({"kind": "mie", "rho": -0.01}, "rho"),
+    ({"kind": "mie", "rho": 0.5, "flat_ratio": 0.0}, "rho"),  # SAM off: rho would be unused
+    ({"kind": "mie", "rho": 0.0, "flat_ratio": 0.7}, "flat_ratio"),
     ({"kind": "mie", "mie_alpha": -1.0}, "mie_alpha"),
     ({"kind": "ogm"}, "kind"),
     ({"row_order": "random"}, "row_order"),
@@ -807,7 +809,7 @@ def test_misspelled_method_option_is_an_unknown_option() -> None:
     {"kind": "alternating", "projection": True},
     {"kind": "alternating", "projection": False},
     {"kind": "ogm_ge", "ogm_alpha": 0.0, "modulation_start": 4, "modulation_end": 4, "gaussian_enhancement": False},
-    {"kind": "mie", "rho": 0.0, "mie_alpha": 0.0, "flat_ratio": 1.0},
+    {"kind": "mie", "rho": 0.0, "mie_alpha": 0.0},  # SAM off: flat_ratio keeps its default
     {"kind": "mie", "flat_ratio": 0.0},
     {"gaussian_enhancement": True, "ogm_alpha": 0.8},  # defaults spelled out are fine for any kind
     {"row_order": "bss_curriculum", "bss_lambda0": 1.0, "bss_grow": 0.5, "bss_grow_unit": "epochs", "bss_measure_every": 0},
@@ -827,3 +829,25 @@ def test_curriculum_options_with_the_adaptive_order_are_rejected(options: dict[s
     (field,) = options
     with pytest.raises(ConfigError, match=rf"LearnerConfig\.{field}="):
         LearnerConfig(row_order="bss_adaptive", **options)
+
+
+@pytest.mark.parametrize("order", [{"row_order": "bss_curriculum", "bss_measure_every": 1}, {"row_order": "bss_adaptive"}])
+def test_a_diverged_model_never_puts_padding_rows_in_an_epoch(order: dict) -> None:
+    """A NaN model's measurement (scores NaN) still orders only real rows: padding rows stay last and out of the pool."""
+    from dus_env.presets import SYNTHETIC_MIX
+
+    config = EnvConfig(task=SYNTHETIC_MIX, learner=LearnerConfig(hidden_sizes=(8,), embedding_dim=4, **order),
+                       base_batch_size=16, min_quantity=1, max_quantity=56, iterations_per_step=3, decision_steps=1000,
+                       shuffle_modalities=True, torch_threads=None)
+    core = TrainingCore(config, 2)
+    core.reset(np.arange(2), [(100, 200), (101, 201)])
+    small = int(np.argmin(core.train.rows))
+    assert core.train.rows[small] < core.train.capacity  # the smaller instance has padding rows
+    with torch.no_grad():
+        core.model.encoders[0][0].weight[small].fill_(float("nan"))
+    core.step(np.full((2, 2), 16))
+    core.step(np.full((2, 2), 16))
+    streams = core.learner.streams
+    for slot in (0, 1):
+        rows = streams.orders[small, 0, slot, : streams.limits[small, 0, slot]]
+        assert (rows < core.train.rows[small]).all()

@@ -59,6 +59,8 @@ REPO = Path(__file__).resolve().parents[1]
         ("d=heuristic:0.05+bss:adaptive", AgentSpec("heuristic:0.05+bss:adaptive", "heuristic", "d", temperature=0.05,
                                                     named=True, row_order="bss_adaptive")),
         ("ppo:runs/p+bss", AgentSpec("ppo:runs/p+bss", "ppo", "ppo:runs/p+bss", path="runs/p", row_order="bss_curriculum")),
+        ("heuristic+BSS:Adaptive", AgentSpec("heuristic+bss:adaptive", "heuristic", "heuristic+bss:adaptive",
+                                             temperature=DEFAULT_TEMPERATURE, row_order="bss_adaptive")),
     ],
 )
 def test_parse_every_form(text: str, expected: AgentSpec) -> None:
@@ -85,6 +87,8 @@ def test_parse_every_form(text: str, expected: AgentSpec) -> None:
         ("ppo", "needs a model path"),
         ("", "accepted forms are"),
         ("bss:fast", "BSS order 'fast' is unknown: choose curriculum or adaptive"),
+        ("bss:", "BSS order '' is unknown"),
+        ("heuristic+bss:", "BSS order '' is unknown"),
         ("bss+bss", "give one BSS row order, not two"),
         ("heuristic+bss:x", "BSS order 'x' is unknown"),
         ("bogus+bss", "accepted forms are"),

@@ -698,28 +698,39 @@ def test_env_task_keeps_its_instance_parameters() -> None:
     assert parameters["modality_order"].tolist() == info["modality_order"]
 
 
-def test_a_padded_task_trains_exactly_as_the_unpadded_one() -> None:
-    """Zero padding (mfeat view sets, mixtures) changes only shapes: same initial function, same episode."""
+@pytest.mark.parametrize("learner", [
+    {"kind": "joint"}, {"kind": "alternating"}, {"kind": "mla"}, {"kind": "ogm_ge"}, {"kind": "mie"},
+    {"kind": "joint", "row_order": "bss_curriculum"}, {"kind": "mie", "row_order": "bss_adaptive"},
+])
+@pytest.mark.parametrize("kind", ["mfeat", "synthetic"])
+def test_a_padded_task_trains_exactly_as_the_unpadded_one(kind: str, learner: dict) -> None:
+    """Zero padding (mfeat view sets, mixtures) changes only shapes: same initial function, same
+    episode, for every learner and row order (mfeat: views of different widths; synthetic: equal
+    widths, so MIE's first layers exchange their modification)."""
     from dus_env.config import EnvConfig
     from dus_env.core import TrainingCore
-    from dus_env.tasks import MFeatTaskConfig
+    from dus_env.tasks import MFeatTaskConfig, SyntheticTaskConfig
     from dus_env.tasks.base import pad_features
 
-    accuracies, losses = [], []
+    task = MFeatTaskConfig(views=("kar", "fou")) if kind == "mfeat" else SyntheticTaskConfig()
+    accuracies, losses, observations = [], [], []
     for pad in (False, True):
-        config = EnvConfig(task=MFeatTaskConfig(views=("kar", "fou")), torch_threads=None, decision_steps=2,
-                           iterations_per_step=3)
+        config = EnvConfig(task=task, torch_threads=None, decision_steps=3, iterations_per_step=3, learner=learner)
         core = TrainingCore(config, 1)
         if pad:
             build = core._build_task
             core._build_task = lambda seed, build=build: pad_features(build(seed), 240)  # type: ignore[method-assign]
         core.reset(np.array([0]), [(11, 12)])
         if pad:
-            assert core.model.encoders[0][0].weight.shape[1] == 240 and core._tasks[0].input_widths == (64, 76)
-            assert not core.model.encoders[0][0].weight[0, 64:].any()  # padded rows start at zero
+            widths = (64, 76) if kind == "mfeat" else (32, 32)
+            assert core.model.encoders[0][0].weight.shape[1] == 240 and core._tasks[0].input_widths == widths
+            assert not core.model.encoders[0][0].weight[0, widths[0]:].any()  # padded rows start at zero
         outcome = core.step(np.array([[20, 44]]))
         losses.append(outcome.train_loss[0])
+        core.step(np.array([[44, 20]]))
         outcome = core.step(np.array([[20, 44]]))
+        observations.append(outcome.observations[0])
         accuracies.append(outcome.final.test_fused_accuracy[0])
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    np.testing.assert_allclose(observations[0], observations[1], atol=1e-5)
     assert accuracies[0] == pytest.approx(accuracies[1], abs=1e-9)

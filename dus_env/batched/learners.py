@@ -254,16 +254,22 @@ class OGMGELearner(JointLearner):
         ], dim=-1)
         on = torch.as_tensor(active, device=self.device)
         coefficients = torch.where(on.unsqueeze(1), ogm_ge_coefficients(scores, self.alpha), 1.0)
-        grads = [(j, layer.weight.grad) for j, encoder in enumerate(model.encoders) for layer in encoder]
-        sizes = [grad[0].numel() for _, grad in grads]  # type: ignore[index]
-        noises: list[torch.Tensor | None] = [None] * len(grads)
-        if self.enhancement:
-            # One draw per env and iteration for all its encoders' weights, split per tensor.
-            draws = normal_rows(self.streams.keys, GRADIENT_NOISE, iteration, sum(sizes), self.device).mul_(on.unsqueeze(1))
-            noises = list(draws.split(sizes, dim=1))
-        for (j, grad), noise in zip(grads, noises):
+        grads = [(j, index, layer.weight.grad) for j, encoder in enumerate(model.encoders) for index, layer in enumerate(encoder)]
+        for t, (j, index, grad) in enumerate(grads):
             assert grad is not None
-            enhanced_gradient(grad, coefficients[:, j], None if noise is None else noise.view_as(grad))
+            if not self.enhancement:
+                enhanced_gradient(grad, coefficients[:, j], None)
+                continue
+            # One stream per env, iteration and tensor, so a tensor's draws do not depend on the
+            # others' sizes; a first layer's padded input rows take the trailing values and no noise.
+            counters = iteration * len(grads) + t
+            noise = normal_rows(self.streams.keys, GRADIENT_NOISE, counters, grad[0].numel(), self.device)
+            noise = noise.mul_(on.unsqueeze(1)).view_as(grad)
+            valid = None
+            if index == 0 and (model.input_widths[:, j] < grad.shape[1]).any():
+                widths = torch.as_tensor(model.input_widths[:, j], device=self.device)
+                valid = (torch.arange(grad.shape[1], device=self.device) < widths.unsqueeze(1)).unsqueeze(2)
+            enhanced_gradient(grad, coefficients[:, j], noise, valid)
 
 
 class AlternatingLearner(_Learner):
@@ -363,10 +369,34 @@ class MIELearner(_Learner):
         for j, layers in enumerate(self.covariances):
             row: list[torch.Tensor | None] = []
             for layer_index, own in enumerate(layers):
-                others = [c[layer_index] for i, c in enumerate(self.covariances) if i != j and c[layer_index].shape == own.shape]
-                row.append(flat_modification(torch.stack(others).sum(dim=0), self.alpha) if others else None)
+                others = [i for i, c in enumerate(self.covariances) if i != j and c[layer_index].shape == own.shape]
+                if not others:
+                    row.append(None)
+                elif layer_index == 0 and (self.model.input_widths[:, [j, *others]] < own.shape[-1]).any():
+                    row.append(self._padded_first_layer(j, others))
+                else:
+                    row.append(flat_modification(torch.stack([self.covariances[i][layer_index] for i in others]).sum(dim=0), self.alpha))
             result.append(row)
         return result
+
+    def _padded_first_layer(self, modality: int, others: list[int]) -> torch.Tensor:
+        """``T`` of a first layer whose inputs are zero-padded: per env, from the other modalities of
+        the same *data* width, on the data columns only (identity elsewhere), as the unpadded task
+        would have it (its first layers of other widths have other shapes and are left alone)."""
+        widths = self.model.input_widths
+        size = self.covariances[modality][0].shape[-1]
+        modification = torch.eye(size, device=self.device).repeat(self.model.n_envs, 1, 1)
+        groups: dict[tuple[int, tuple[int, ...]], list[int]] = {}
+        for env in range(self.model.n_envs):
+            width = int(widths[env, modality])
+            groups.setdefault((width, tuple(i for i in others if widths[env, i] == width)), []).append(env)
+        for (width, matching), envs in groups.items():
+            if not matching:
+                continue
+            index = torch.as_tensor(envs, device=self.device)
+            covariance = torch.stack([self.covariances[i][0][index, :width, :width] for i in matching]).sum(dim=0)
+            modification[index, :width, :width] = flat_modification(covariance, self.alpha)
+        return modification
 
     def run(self, quantities: np.ndarray, repeats: int) -> IterationRecord:
         """``repeats`` iterations of every env with quantities int64 ``[N, M]``."""

@@ -18,6 +18,7 @@ from typing import Sequence
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -66,6 +67,8 @@ class StackedModel:
         self.shared_head = shared_head
         self.flat = torch.zeros(n_envs * self._params_per_env(), device=device)
         self.grad = torch.zeros_like(self.flat)
+        #: ``[N, M]``: input columns of each env's modality that carry data (the rest is zero padding).
+        self.input_widths = np.tile(np.array(self.feature_dims, dtype=np.int64), (n_envs, 1))
         self._build_views()
 
     def _params_per_env(self) -> int:
@@ -186,8 +189,10 @@ class StackedModel:
             features were zero-padded to a common width, :func:`dus_env.tasks.base.pad_features`).
             Modality ``j``'s first layer is then initialised as a layer of ``input_widths[j]`` inputs
             (bound ``1/sqrt(width)``, the padded rows zero), so padding changes neither the
-            initial model's function nor its distribution: a padded task trains as the unpadded one.
+            initial model's function nor its distribution: a padded task trains as the unpadded one
+            (learners whose update depends on a weight's shape read :attr:`input_widths` for it).
         """
+        self.input_widths[env] = self.feature_dims if input_widths is None else input_widths
         first_layers = {id(encoder[0]): j for j, encoder in enumerate(self.encoders)}
         for layer in self.layers():
             in_features, out_features = layer.weight.shape[1:]

@@ -119,7 +119,9 @@ class CurriculumOrder(_BalanceOrder):
         return measured
 
     def _store(self, envs: torch.Tensor, similarity: torch.Tensor, loss: torch.Tensor, valid: torch.Tensor) -> None:
-        scores = curriculum_scores(similarity, loss, valid).masked_fill(~valid, math.inf)
+        # A diverged model's NaN scores rank as the worst real rows, still before the padding rows
+        # (a stable sort keeps row order among ties): padding never enters a pool.
+        scores = curriculum_scores(similarity, loss, valid).nan_to_num(nan=math.inf).masked_fill(~valid, math.inf)
         order = scores.argsort(dim=1, stable=True)
         positions = torch.arange(scores.shape[1], device=scores.device).expand_as(order)
         self.ranks[envs] = torch.empty_like(order).scatter_(1, order, positions)
@@ -148,12 +150,14 @@ class AdaptiveOrder(_BalanceOrder):
         self.weights = torch.zeros(len(split.rows), split.capacity, dtype=torch.float64, device=split.labels.device)
 
     def _store(self, envs: torch.Tensor, similarity: torch.Tensor, loss: torch.Tensor, valid: torch.Tensor) -> None:
-        self.weights[envs] = adaptive_weights(similarity.double(), loss.double(), valid).masked_fill(~valid, 0.0)
+        # A diverged model's NaN weights become uniform ones, so its real rows still come before padding.
+        weights = adaptive_weights(similarity.double(), loss.double(), valid).nan_to_num(nan=1.0)
+        self.weights[envs] = weights.masked_fill(~valid, 0.0)
 
     def sort_keys(self, envs: np.ndarray, epochs: np.ndarray, values: torch.Tensor, padding: torch.Tensor | None) -> tuple[torch.Tensor, np.ndarray]:
         weights = self.weights[torch.as_tensor(envs, device=values.device)]
-        # A zero weight (padding) gives +inf: last. A NaN weight (a diverged model) sorts last as well.
-        keys = (-torch.log(to_uniform(values)) / weights).nan_to_num_(nan=math.inf)
+        # A zero weight (padding) gives +inf: last.
+        keys = -torch.log(to_uniform(values)) / weights
         return keys, self.split.rows[envs]
 
 

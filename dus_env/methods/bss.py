@@ -42,6 +42,10 @@ def balance_measures(modality_logits: Sequence[torch.Tensor] | torch.Tensor, lab
     logits = list(modality_logits)
     if len(logits) < 2:
         raise ValueError(f"balance_measures needs at least 2 modalities, got {len(logits)}")
+    for j, z in enumerate(logits):
+        if z.shape[:-1] != labels.shape:
+            raise ValueError(f"modality_logits[{j}] has shape {tuple(z.shape)}: expected {tuple(labels.shape)} + (n_classes,), "
+                             "one row per label")
     probabilities = [torch.softmax(z, dim=-1) for z in logits]
     pairs = [(a, b) for i, a in enumerate(probabilities) for b in probabilities[i + 1 :]]
     similarity = torch.stack([F.cosine_similarity(a, b, dim=-1) for a, b in pairs]).mean(dim=0)
@@ -75,5 +79,14 @@ def adaptive_weights(similarity: torch.Tensor, loss: torch.Tensor, valid: torch.
 
 
 def curriculum_fraction(t: int | float, lambda0: float, grow: float) -> float:
-    """``lambda_t``, the fraction of the ranked samples in the training pool at epoch (or step) ``t >= 0``."""
+    """``lambda_t``, the fraction of the ranked samples in the training pool at epoch (or step) ``t >= 0``.
+
+    :raises ValueError: ``t < 0``, ``lambda0`` outside ``(0, 1]`` or ``grow <= 0``.
+    """
+    if not t >= 0:
+        raise ValueError(f"t={t} is invalid: expected an epoch or step index >= 0")
+    if not 0.0 < lambda0 <= 1.0:
+        raise ValueError(f"lambda0={lambda0} is invalid: expected a fraction in (0, 1]")
+    if not grow > 0:
+        raise ValueError(f"grow={grow} is invalid: expected a positive number of epochs or steps")
     return min(1.0, math.sqrt((1.0 - lambda0**2) / grow * (t + 1) + lambda0**2))

@@ -32,6 +32,8 @@ import torch
 
 def sam_perturbation(grad: torch.Tensor, rho: float) -> torch.Tensor:
     """``rho * g / ||g||`` for gradients ``[B, ...]`` of ``B`` independent tensors (each its own norm)."""
+    if not rho >= 0:
+        raise ValueError(f"rho={rho} is invalid: expected a radius >= 0")
     norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12)
     return grad * (rho / norm).view((-1,) + (1,) * (grad.ndim - 1))
 
@@ -43,6 +45,8 @@ def flat_modification(covariance: torch.Tensor, alpha: float) -> torch.Tensor:
     two. A ``Y`` with one distinct singular value (e.g. all zero: nothing accumulated yet) gives
     ``T = I``, and so does a non-finite one (a diverged model's: ``eigh`` would fail for the whole batch).
     """
+    if not alpha >= 0:
+        raise ValueError(f"alpha={alpha} is invalid: expected a temperature >= 0")
     finite = torch.isfinite(covariance).all(dim=-1).all(dim=-1)
     covariance = torch.where(finite[..., None, None], covariance, 0.0)
     values, vectors = torch.linalg.eigh(covariance)

@@ -23,6 +23,13 @@ fold the *current* batch into ``P`` before projecting that batch's own gradient,
 by its Frobenius norm after every update. Implemented here: the paper's recursion, the current
 gradient projected by the directions of the updates *before* it, ``P`` not rescaled (its
 eigenvalues stay in ``(0, 1]``: unseen directions keep their full step).
+
+What that means over an episode: every update folds in one more mean feature, and a few hundred
+of them span most of a 32-wide embedding, so ``P`` shrinks in every direction (on
+``Synthetic-MLA-v0`` its largest eigenvalue is about 0.4 after 10 of 20 decisions and 0.1 at the
+end). With Adam, which divides out the gradient's scale, the head keeps learning at the projected
+directions' relative rates; with SGD its steps shrink with ``P`` (the official code's Frobenius
+rescaling would counter that, and change what the projection protects).
 """
 
 from __future__ import annotations

@@ -34,27 +34,48 @@ from torch import nn
 
 
 def ogm_ge_coefficients(scores: torch.Tensor, alpha: float) -> torch.Tensor:
-    """``k^u`` for scores ``[..., M]`` (``M >= 2``), same shape: 1 for every non-dominant modality."""
-    n_modalities = scores.shape[-1]
+    """``k^u`` for scores ``[..., M]`` (``M >= 2``), same shape: 1 for every non-dominant modality.
+
+    :raises ValueError: fewer than 2 modalities, or a negative ``alpha`` (it would amplify the dominant one).
+    """
+    n_modalities = scores.shape[-1] if scores.ndim else 0
+    if n_modalities < 2:
+        raise ValueError(f"scores of shape {tuple(scores.shape)} are invalid: need a last dimension of at least 2 modalities")
+    if not alpha >= 0:
+        raise ValueError(f"alpha={alpha} is invalid: expected a number >= 0")
     others = (scores.sum(dim=-1, keepdim=True) - scores) / (n_modalities - 1)
     # Scores of 0 (an underflowed softmax) must not give 0/0: a ratio against "nothing" is huge, not NaN.
     ratio = scores / others.clamp_min(torch.finfo(scores.dtype).tiny)
     return 1.0 - torch.tanh(alpha * torch.relu(ratio - 1.0))
 
 
-def enhanced_gradient(grad: torch.Tensor, coefficient: torch.Tensor, standard_normal: torch.Tensor | None) -> torch.Tensor:
+def enhanced_gradient(
+    grad: torch.Tensor, coefficient: torch.Tensor, standard_normal: torch.Tensor | None, valid: torch.Tensor | None = None
+) -> torch.Tensor:
     """``k g + std(g) * z`` for gradients ``[B, ...]`` of ``B`` independent tensors (in place).
 
     :param coefficient: ``[B]``, ``k`` of each tensor's modality.
     :param standard_normal: ``N(0, 1)`` draws shaped like ``grad``, or ``None`` for OGM without
         the enhancement.
+    :param valid: bool, broadcastable to ``grad``: the entries that are real weights (``None`` =
+        all). Zero-padded input rows of a padded task are not: they get no noise and do not count
+        in ``std``, so a padded task is modulated as the unpadded one.
     """
     view = (-1,) + (1,) * (grad.ndim - 1)
     if standard_normal is None:
         return grad.mul_(coefficient.view(view))
+    flat = grad.flatten(1)
+    if valid is None:
+        std = flat.std(dim=1)
+    else:
+        mask = valid.expand_as(grad).flatten(1)
+        count = mask.sum(dim=1)
+        mean = (flat * mask).sum(dim=1) / count
+        std = (((flat - mean.unsqueeze(1)) * mask).square().sum(dim=1) / (count - 1)).sqrt()
+        standard_normal = standard_normal * valid
     # The official code's ``std() + 1e-8``: a zero gradient still gets a (tiny) perturbation; a
     # one-element tensor has no sample standard deviation (NaN), and gets only that tiny one.
-    std = grad.flatten(1).std(dim=1).nan_to_num(nan=0.0) + 1e-8
+    std = std.nan_to_num(nan=0.0, posinf=0.0) + 1e-8
     return grad.mul_(coefficient.view(view)).add_(standard_normal * std.view(view))
 
 
@@ -74,6 +95,9 @@ def modulate_encoders(
     :param generator: where the enhancement noise comes from (a seeded one makes runs repeatable).
     :returns: the coefficients ``[M]``.
     """
+    encoders = list(encoders)
+    if scores.ndim != 1 or len(scores) != len(encoders):
+        raise ValueError(f"scores of shape {tuple(scores.shape)} are invalid: expected one score per encoder ({len(encoders)})")
     coefficients = ogm_ge_coefficients(scores.detach().float(), alpha)
     for modality, encoder in enumerate(encoders):
         for parameter in encoder.parameters():
