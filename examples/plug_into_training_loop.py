@@ -56,13 +56,30 @@ def split_logits(model: LateFusionNet, split: Split) -> tuple[list[torch.Tensor]
     return logits, torch.stack(logits).sum(0)
 
 
+def forward_batch(
+    model: LateFusionNet, task: Task, rows: torch.Tensor, masks: torch.Tensor
+) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """The fused logits of training ``rows`` where modality ``j`` takes part in ``masks[j]`` only,
+    and each modality's own logits and labels (what ``sampler.observe`` is shown)."""
+    x, y = task.train.features, task.train.labels
+    fused = torch.zeros(len(rows), task.n_classes)
+    logits, labels = [], []
+    for j, mask in enumerate(masks):
+        members = mask.nonzero().squeeze(1)
+        modality_logits = model.branches[j](x[j][rows[members]])
+        fused = fused.index_add(0, members, modality_logits)  # fuse only the modalities taking part
+        logits.append(modality_logits)
+        labels.append(y[rows[members]])
+    return fused, logits, labels
+
+
 def train(task: Task, sampler: DUSSampler | None, seed: int, iterations: int) -> float:
     """Train from scratch; ``sampler=None`` is uniform sampling. Returns fused test accuracy."""
     torch.manual_seed(seed)  # the example's own model init; the library itself never seeds globally
     generator = torch.Generator().manual_seed(seed)
     model = LateFusionNet(task.feature_dims, task.n_classes)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x, y = task.train.features, task.train.labels
+    y = task.train.labels
     uniform = np.full(task.n_modalities, BATCH)
     for _ in range(iterations):
         if sampler is not None and sampler.decision_pending:
@@ -70,14 +87,7 @@ def train(task: Task, sampler: DUSSampler | None, seed: int, iterations: int) ->
         quantities = sampler.quantities() if sampler is not None else uniform
         masks = participation_masks(quantities, generator)  # [M, b]: the rows each modality takes part in
         rows = torch.randint(len(y), (masks.shape[1],), generator=generator)
-        fused = torch.zeros(len(rows), task.n_classes)
-        logits, labels = [], []
-        for j, mask in enumerate(masks):
-            members = mask.nonzero().squeeze(1)
-            modality_logits = model.branches[j](x[j][rows[members]])
-            fused = fused.index_add(0, members, modality_logits)  # fuse only the modalities taking part
-            logits.append(modality_logits)
-            labels.append(y[rows[members]])
+        fused, logits, labels = forward_batch(model, task, rows, masks)
         loss = F.cross_entropy(fused, y[rows])
         optimizer.zero_grad()
         loss.backward()

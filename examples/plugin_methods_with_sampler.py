@@ -37,7 +37,7 @@ from dus_env.metrics import balanced_accuracy  # noqa: E402
 from dus_env.monitor import modality_score  # noqa: E402
 from dus_env.sampler import DUSSampler, participation_masks  # noqa: E402
 from dus_env.tasks import SyntheticTaskConfig, Task, build_task  # noqa: E402
-from plug_into_training_loop import VALIDATE_EVERY, LateFusionNet, make_sampler, split_logits  # noqa: E402
+from plug_into_training_loop import VALIDATE_EVERY, LateFusionNet, forward_batch, make_sampler, split_logits  # noqa: E402
 
 OGM_ALPHA = 0.8
 LAMBDA0, GROW_EPOCHS = 0.1, 5.0
@@ -70,21 +70,14 @@ def train(task: Task, sampler: DUSSampler, seed: int, iterations: int, order: st
     model = LateFusionNet(task.feature_dims, task.n_classes)
     encoders = [branch[:-1] for branch in model.branches]  # everything but each modality's head
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x, y = task.train.features, task.train.labels
+    y = task.train.labels
     rows_iter = row_order(model, task, order, generator, min_rows=sampler.mapping.max_quantity)
     for _ in range(iterations):
         if sampler.decision_pending:
             sampler.set_validation_logits(*split_logits(model, task.val), task.val.labels)
         masks = participation_masks(sampler.quantities(), generator)
         rows = torch.tensor([next(rows_iter) for _ in range(masks.shape[1])])
-        fused = torch.zeros(len(rows), task.n_classes)
-        logits, labels = [], []
-        for j, mask in enumerate(masks):
-            members = mask.nonzero().squeeze(1)
-            modality_logits = model.branches[j](x[j][rows[members]])
-            fused = fused.index_add(0, members, modality_logits)
-            logits.append(modality_logits)
-            labels.append(y[rows[members]])
+        fused, logits, labels = forward_batch(model, task, rows, masks)
         loss = F.cross_entropy(fused, y[rows])
         optimizer.zero_grad()
         loss.backward()

@@ -272,30 +272,21 @@ class OGMGELearner(JointLearner):
             enhanced_gradient(grad, coefficients[:, j], noise, valid)
 
 
-class AlternatingLearner(_Learner):
-    """MLA-style: every modality trains alone on its own batch, in turn, through the shared head.
+class _InTurnLearner(_Learner):
+    """Every modality trains alone on its own batch of ``n_ij`` rows, in turn: forward, backward, the
+    method's gradient changes (:meth:`_modify_gradients`), then an update of its encoder and its head."""
 
-    :param projection: project the head's gradient as MLA does (:mod:`dus_env.methods.mla`); each
-        env keeps its projector ``[E, E]``, the identity at reset, and folds in every modality
-        update's mean embedding after that update.
-    """
+    #: Whether :meth:`_modify_gradients` needs each layer's input of the forward pass.
+    records_inputs = False
 
-    def __init__(self, model: StackedModel, optimizer: StackedOptimizer, train: StackedSplit, order: EpochOrder, projection: bool) -> None:
+    def __init__(self, model: StackedModel, optimizer: StackedOptimizer, train: StackedSplit, order: EpochOrder) -> None:
         super().__init__(model, optimizer, train, n_streams=model.n_modalities, order=order)
-        self.projection = projection
-        size = model.embedding_dim
-        self.projectors = torch.eye(size, device=self.device).repeat(model.n_envs, 1, 1) if projection else None
-
-    def reset_envs(self, envs: np.ndarray, keys: np.ndarray) -> None:
-        super().reset_envs(envs, keys)
-        if self.projectors is not None:
-            self.projectors[torch.as_tensor(envs, device=self.device)] = torch.eye(self.model.embedding_dim, device=self.device)
 
     def run(self, quantities: np.ndarray, repeats: int) -> IterationRecord:
         """``repeats`` iterations of every env with quantities int64 ``[N, M]``."""
         self._start_decision(repeats)
         model = self.model
-        starts, pools = self.streams.positions.copy(), self.streams.limits[:, :, 0].copy()
+        self._before_step(quantities)
         batches = self._own_batches(quantities, repeats)
         totals = torch.as_tensor(quantities.sum(axis=1), device=self.device)
         kept: list[list[torch.Tensor]] = [[] for _ in batches]
@@ -303,14 +294,12 @@ class AlternatingLearner(_Learner):
         for k in range(repeats):
             total = torch.zeros(model.n_envs, device=self.device)
             for j, batch in enumerate(batches):
-                inputs: list[torch.Tensor] | None = [] if self.projectors is not None else None
+                inputs: list[torch.Tensor] | None = [] if self.records_inputs else None
                 logits = model.modality_logits(j, batch.features[:, k], inputs=inputs)
                 loss = self._loss(logits, batch.labels[:, k], batch)
                 model.grad.zero_()
                 loss.sum().backward()
-                if inputs is not None:
-                    position = (starts[:, j] + k * quantities[:, j]) % pools[:, j]
-                    self._project(inputs[-1].detach(), batch, position / pools[:, j])
+                self._modify_gradients(j, k, batch, inputs)
                 self.optimizer.step([j])
                 self.optimizer.step([model.head_segment(j)])
                 total = total + loss.detach() * batch.counts
@@ -319,6 +308,43 @@ class AlternatingLearner(_Learner):
         scores = torch.stack([modality_scores(torch.stack(logits), batch) for logits, batch in zip(kept, batches)], dim=-1)
         self.iterations += repeats
         return IterationRecord(torch.stack(losses), scores)
+
+    def _before_step(self, quantities: np.ndarray) -> None:
+        """Once per decision step, before its rows are drawn."""
+
+    def _modify_gradients(self, modality: int, k: int, batch: ModalityBatches, inputs: list[torch.Tensor] | None) -> None:
+        """Between modality ``modality``'s backward pass and its update in iteration ``k``."""
+
+
+class AlternatingLearner(_InTurnLearner):
+    """MLA-style: every modality trains alone on its own batch, in turn, through the shared head.
+
+    :param projection: project the head's gradient as MLA does (:mod:`dus_env.methods.mla`); each
+        env keeps its projector ``[E, E]``, the identity at reset, and folds in every modality
+        update's mean embedding after that update.
+    """
+
+    def __init__(self, model: StackedModel, optimizer: StackedOptimizer, train: StackedSplit, order: EpochOrder, projection: bool) -> None:
+        super().__init__(model, optimizer, train, order)
+        self.records_inputs = projection
+        size = model.embedding_dim
+        self.projectors = torch.eye(size, device=self.device).repeat(model.n_envs, 1, 1) if projection else None
+
+    def reset_envs(self, envs: np.ndarray, keys: np.ndarray) -> None:
+        super().reset_envs(envs, keys)
+        if self.projectors is not None:
+            self.projectors[torch.as_tensor(envs, device=self.device)] = torch.eye(self.model.embedding_dim, device=self.device)
+
+    def _before_step(self, quantities: np.ndarray) -> None:
+        # Where each stream stands in its epoch before the step's draws (MLA's alpha schedule).
+        self._quantities = quantities
+        self._starts, self._pools = self.streams.positions.copy(), self.streams.limits[:, :, 0].copy()
+
+    def _modify_gradients(self, modality: int, k: int, batch: ModalityBatches, inputs: list[torch.Tensor] | None) -> None:
+        if inputs is not None:
+            pools = self._pools[:, modality]
+            position = (self._starts[:, modality] + k * self._quantities[:, modality]) % pools
+            self._project(inputs[-1].detach(), batch, position / pools)
 
     @torch.no_grad()
     def _project(self, embeddings: torch.Tensor, batch: ModalityBatches, epoch_fractions: np.ndarray) -> None:
@@ -335,7 +361,7 @@ class AlternatingLearner(_Learner):
         self.projectors = update_projector(self.projectors, masked_mean(embeddings, batch.valid, batch.counts), alpha)
 
 
-class MIELearner(_Learner):
+class MIELearner(_InTurnLearner):
     """MIE / IGM (:mod:`dus_env.methods.mie`): modalities in turn on their own batches and heads, SAM
     updates, and each linear layer's weight gradient modified by ``T`` built from the other
     modalities' accumulated layer inputs ``Y`` (layers of another input width are left alone).
@@ -346,7 +372,7 @@ class MIELearner(_Learner):
 
     def __init__(self, model: StackedModel, optimizer: StackedOptimizer, train: StackedSplit, order: EpochOrder,
                  rho: float, alpha: float, flat_ratio: float) -> None:
-        super().__init__(model, optimizer, train, n_streams=model.n_modalities, order=order)
+        super().__init__(model, optimizer, train, order)
         self.rho, self.alpha, self.flat_ratio = rho, alpha, flat_ratio
         n_envs = model.n_envs
         #: ``Y`` of every modality and layer: ``[N, in, in]``.
@@ -398,40 +424,22 @@ class MIELearner(_Learner):
             modification[index, :width, :width] = flat_modification(covariance, self.alpha)
         return modification
 
-    def run(self, quantities: np.ndarray, repeats: int) -> IterationRecord:
-        """``repeats`` iterations of every env with quantities int64 ``[N, M]``."""
-        self._start_decision(repeats)
-        model = self.model
-        batches = self._own_batches(quantities, repeats)
-        modifications = self._modifications()
-        totals = torch.as_tensor(quantities.sum(axis=1), device=self.device)
-        kept: list[list[torch.Tensor]] = [[] for _ in batches]
-        losses = []
-        for k in range(repeats):
-            total = torch.zeros(model.n_envs, device=self.device)
-            for j, batch in enumerate(batches):
-                inputs: list[torch.Tensor] = []
-                logits = model.modality_logits(j, batch.features[:, k], inputs=inputs)
-                loss = self._loss(logits, batch.labels[:, k], batch)
-                model.grad.zero_()
-                loss.sum().backward()
-                layers = model.modality_layers(j)
-                self._accumulate(j, inputs, batch)
-                if self.rho > 0.0 and self.flat_ratio > 0.0:
-                    self._sharpness_aware(j, layers, batch, k)
-                with torch.no_grad():
-                    for layer, modification in zip(layers, modifications[j]):
-                        if modification is not None:
-                            assert layer.weight.grad is not None
-                            layer.weight.grad.copy_(torch.bmm(modification, layer.weight.grad))
-                self.optimizer.step([j])
-                self.optimizer.step([model.head_segment(j)])
-                total = total + loss.detach() * batch.counts
-                kept[j].append(logits.detach())
-            losses.append(total / totals)
-        scores = torch.stack([modality_scores(torch.stack(logits), batch) for logits, batch in zip(kept, batches)], dim=-1)
-        self.iterations += repeats
-        return IterationRecord(torch.stack(losses), scores)
+    records_inputs = True
+
+    def _before_step(self, quantities: np.ndarray) -> None:
+        self._step_modifications = self._modifications()
+
+    def _modify_gradients(self, modality: int, k: int, batch: ModalityBatches, inputs: list[torch.Tensor] | None) -> None:
+        assert inputs is not None
+        layers = self.model.modality_layers(modality)
+        self._accumulate(modality, inputs, batch)
+        if self.rho > 0.0 and self.flat_ratio > 0.0:
+            self._sharpness_aware(modality, layers, batch, k)
+        with torch.no_grad():
+            for layer, modification in zip(layers, self._step_modifications[modality]):
+                if modification is not None:
+                    assert layer.weight.grad is not None
+                    layer.weight.grad.copy_(torch.bmm(modification, layer.weight.grad))
 
     @torch.no_grad()
     def _accumulate(self, modality: int, inputs: list[torch.Tensor], batch: ModalityBatches) -> None:
