@@ -20,12 +20,15 @@ Examples:
   python evaluate.py --agents uniform heuristic ppo:runs/ppo_{env}_0 \\
       --envs Synthetic-v0 MFeat-v0 --seeds 10 --workers 2
   python evaluate.py --agents uniform heuristic:0.05 --env-kwargs decision_steps=10 learner.hidden_sizes=[32]
+  python evaluate.py --suite main --out results/main --resume   # finish an interrupted evaluation
 
 Writes to --out (default results/<timestamp>): episodes.csv (one row per agent x env x seed),
 traces.csv (one row per decision step), summary.csv and summary.json (the tables' numbers, seeds,
 env configs, package versions) and, per env, <env>_trajectories.png and <env>_final_accuracy.png.
-Files are replaced atomically; episodes.csv and traces.csv are rewritten every few seconds while
-episodes finish and when the run stops, so an interrupted run keeps every finished episode.
+Files are replaced atomically; episodes.csv and traces.csv are rewritten as one set after every
+finished batch of episodes (symlinks into .episodes/, switched in one rename: the two always hold
+the same episodes), so an interrupted or killed run keeps every finished batch, and
+evaluate.py --resume --out DIR (same options) runs only the episodes DIR does not hold yet.
 
 Each agent's episodes on an env (--batch-size seeds at a time) are stepped together in the native
 vector env (dus_env.DUSVectorEnv), one agent instance per episode: the same episodes as one env per
@@ -37,6 +40,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import multiprocessing
+import os
 import sys
 import time
 import traceback
@@ -74,10 +78,10 @@ from agents.cli import merge_nested
 from agents.plots import plot_final_accuracy, plot_trajectories
 from agents.results import environment_versions, episode_row, trace_rows, write_csv, write_json, write_text
 from agents.rollout import EpisodeResult
+from agents.result_files import read_finished, remove_stale_generations, write_result_set
+from agents.trust import ENV_VAR
 
 SUITES_FILE = Path(__file__).resolve().parent / "suites.yml"
-#: Finished episodes are saved at least this often (seconds), and always when the run ends or stops.
-WRITE_INTERVAL_S = 5.0
 
 
 def option(default: Any, help: str, **argparse_kwargs: Any) -> Any:
@@ -104,6 +108,10 @@ class Args:
                                                  "vector env", type=int, metavar="B")
     out: str = option("", "output directory (default: results/<timestamp>)", metavar="DIR")
     no_plots: bool = option(False, "skip the PNG figures", action="store_true")
+    resume: bool = option(False, "finish the interrupted evaluation in --out: its finished episodes are kept, the rest run",
+                          action="store_true")
+    trusted_only: bool = option(False, "refuse every pickle load (SB3 .zip models, vecnormalize.pkl): evaluate "
+                                "runs through their pickle-free exports (exported:RUN/exported) instead", action="store_true")
     baseline: str = option("", "agent (display name or spec) the others are compared with "
                                "(default: uniform if among the agents, else the first agent)", metavar="NAME")
     suite: str = option("", "named suite from --suites-file; options given here override the suite's", metavar="NAME")
@@ -187,8 +195,8 @@ def load_suite(path: Path, name: str) -> dict[str, Any]:
     return suite
 
 
-def run_episodes(jobs: list[EpisodeJob], workers: int, batch_size: int) -> Iterator[tuple[EpisodeJob, EpisodeResult]]:
-    """Yield ``(job, result)`` as batches finish: each batch is one agent's episodes on one env (at most
+def run_episodes(jobs: list[EpisodeJob], workers: int, batch_size: int) -> Iterator[list[tuple[EpisodeJob, EpisodeResult]]]:
+    """Yield each batch's ``(job, result)`` pairs as it finishes: a batch is one agent's episodes on one env (at most
     ``batch_size``), stepped together in the native vector env; in this process for one worker, else in
     a process pool. One torch thread per process either way (:func:`agents.benchmark.limit_threads`).
 
@@ -199,28 +207,40 @@ def run_episodes(jobs: list[EpisodeJob], workers: int, batch_size: int) -> Itera
     if workers <= 1:
         limit_threads()
         for batch in work:
-            yield from zip(batch, run_batch(batch))
+            yield list(zip(batch, run_batch(batch)))
         return
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     pool = ProcessPoolExecutor(min(workers, len(work)), mp_context=multiprocessing.get_context(method), initializer=init_worker)
     try:
         futures: dict[Future[list[EpisodeResult]], list[EpisodeJob]] = {pool.submit(run_batch, batch): batch for batch in work}
         for future in as_completed(futures):
-            yield from zip(futures[future], future.result())
+            yield list(zip(futures[future], future.result()))
     finally:
         # On an error or Ctrl-C: drop the queued batches; running ones finish and are discarded.
         pool.shutdown(wait=False, cancel_futures=True)
 
 
 def write_episodes(out: Path, plan: BenchmarkPlan, results: list[EpisodeResult]) -> None:
-    """(Re)write episodes.csv and traces.csv in plan order, so a file always holds all finished episodes."""
+    """(Re)write episodes.csv and traces.csv in plan order as one set (:mod:`agents.result_files`):
+    both always hold the same finished episodes, whatever moment a kill comes at."""
     if not results:
         return
     env_order = {env_id: i for i, env_id in enumerate(plan.env_ids)}
     agent_order = {agent.label: i for i, agent in enumerate(plan.agents)}
     ordered = sorted(results, key=lambda r: (env_order[r.env_id], agent_order[r.agent], r.seed))
-    write_csv(out / "episodes.csv", [episode_row(r, plan.spec_of(r.agent, r.env_id)) for r in ordered])
-    write_csv(out / "traces.csv", [row for r in ordered for row in trace_rows(r)])
+    write_result_set(out, [episode_row(r, plan.spec_of(r.agent, r.env_id)) for r in ordered],
+                     [row for r in ordered for row in trace_rows(r)], ordered)
+
+
+def finished_episodes(out: Path, plan: BenchmarkPlan) -> list[EpisodeResult]:
+    """``--resume``: the episodes of the plan that ``out`` already holds (same env, agent, spec and seed)."""
+    wanted = {(job.env_id, job.label, job.spec, job.seed) for job in plan.jobs()}
+    finished = []
+    for result in read_finished(out):
+        spec = plan.spec_of(result.agent, result.env_id) if any(a.label == result.agent for a in plan.agents) else None
+        if (result.env_id, result.agent, spec, result.seed) in wanted:
+            finished.append(result)
+    return finished
 
 
 def write_plots(out: Path, plan: BenchmarkPlan, env_id: str, results: list[EpisodeResult]) -> list[Path]:
@@ -240,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         args = parse_args(argv)
+        if args.trusted_only:
+            os.environ[ENV_VAR] = "1"  # worker processes inherit it
         if args.workers < 1:
             raise BenchmarkInputError(f"--workers {args.workers} is invalid: need at least 1")
         if args.batch_size < 1:
@@ -249,20 +271,33 @@ def main(argv: list[str] | None = None) -> int:
     except BenchmarkInputError as exc:
         print(f"evaluate.py: error: {exc}", file=sys.stderr)
         return 2
+    if args.resume and not args.out:
+        print("evaluate.py: error: --resume needs the --out folder of the interrupted evaluation", file=sys.stderr)
+        return 2
     out = Path(args.out or f"results/{datetime.now():%Y%m%d-%H%M%S}")
-    jobs = plan.jobs()
-    results: list[EpisodeResult] = []
-    progress = tqdm(total=len(jobs), unit="episode", desc="evaluate", dynamic_ncols=True)
-    last_write = time.monotonic()
     try:
-        for job, result in run_episodes(jobs, args.workers, args.batch_size):
-            results.append(result)
-            progress.set_postfix_str(f"{job.label} on {job.env_id} seed {job.seed}: {100 * result.test_accuracy:.1f}%")
-            progress.update()
-            # Rewriting the files costs time quadratic in the episode count: at most every few seconds.
-            if time.monotonic() - last_write >= WRITE_INTERVAL_S:
-                write_episodes(out, plan, results)
-                last_write = time.monotonic()
+        results: list[EpisodeResult] = finished_episodes(out, plan) if args.resume else []
+    except ValueError as exc:
+        print(f"evaluate.py: error: {exc}", file=sys.stderr)
+        return 2
+    if not args.resume and (out / "episodes.csv").exists():
+        print(f"evaluate.py: error: {out} already holds results: pass --resume to finish that evaluation, or another --out",
+              file=sys.stderr)
+        return 2
+    if out.is_dir():
+        remove_stale_generations(out)
+    done = {(r.env_id, r.agent, r.seed) for r in results}
+    jobs = [job for job in plan.jobs() if (job.env_id, job.label, job.seed) not in done]
+    if args.resume:
+        print(f"resuming {out}: {len(results)} of {len(results) + len(jobs)} episodes already done")
+    progress = tqdm(total=len(jobs), unit="episode", desc="evaluate", dynamic_ncols=True)
+    try:
+        for batch in run_episodes(jobs, args.workers, args.batch_size):
+            for job, result in batch:
+                results.append(result)
+                progress.set_postfix_str(f"{job.label} on {job.env_id} seed {job.seed}: {100 * result.test_accuracy:.1f}%")
+                progress.update()
+            write_episodes(out, plan, results)  # one consistent set per finished batch
     except KeyboardInterrupt:
         progress.close()
         write_episodes(out, plan, results)

@@ -8,6 +8,7 @@ Usage::
     python train_agent.py --env-kwargs decision_steps=40 gap_penalty=0.5
     python train_agent.py --hyperparams learning_rate=1e-4 n_steps=256
     python train_agent.py --resume                          # continue the interrupted default run
+    python train_agent.py --export-only --run-dir runs/ppo_Synthetic-v0_0 [--checkpoint 5120]   # export again
     tensorboard --logdir runs
 
 Hyperparameters come from ``agents/hyperparams/<algo>.yml`` (``default.yml`` for algorithms without
@@ -15,6 +16,7 @@ a file); ``--hyperparams key=value`` overrides them. Everything goes to
 ``runs/<algo>_<env-name>_<seed>/``:
 
     config.yml              the resolved configuration and package versions
+    run.json                the manifest: every checkpoint, the final model and the export, with sha256
     tb/                     TensorBoard: the algorithm's scalars and dus/* (quantities, scores, accuracies)
     checkpoints/            periodic checkpoints, taken between policy updates (model + normalisation)
     best_model/             the policy with the best mean return on the evaluation episodes
@@ -24,8 +26,10 @@ a file); ``--hyperparams key=value`` overrides them. Everything goes to
 
 Evaluation episodes always use the seeds ``--eval-seed``, ``--eval-seed + 1``, ...: every evaluation
 (and every run) sees the same training instances, so numbers are comparable. Ctrl-C saves a
-checkpoint and prints how to resume; ``--resume`` continues from the latest one without losing
-steps. Every file is written atomically (temporary file + rename).
+checkpoint and prints how to resume; ``--resume`` continues from the newest intact checkpoint the
+run's manifest ``run.json`` lists, starts a run killed before its first checkpoint again, and
+finishes a run killed after training (final model, evaluation, export). Every file is written
+atomically (temporary file + rename).
 """
 
 from __future__ import annotations
@@ -44,9 +48,10 @@ import torch
 
 import dus_env
 from agents.baselines import UniformAgent
-from agents.runs import Run, UsageError, start_run
+from agents.runs import Run, UsageError, read_manifest, remove_stale_files, resume_run, start_run
 from agents.sb3_agent import HyperparamsError
-from agents.training import Trained, as_agent, evaluate_agent, export_policy, train_reinforce, train_sb3
+from agents.training import Trained, as_agent, evaluate_agent, export_only, export_policy, train_reinforce, train_sb3
+from dus_env.faults import fault_point
 
 EXIT_USAGE, EXIT_EXPORT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
 
@@ -69,7 +74,9 @@ class Args:
     eval_episodes: int = field(default=5, metadata={"help": "episodes per evaluation"})
     eval_seed: int = field(default=1_000_000, metadata={"help": "evaluation episodes use seeds eval_seed, eval_seed+1, ... (the same instances in every evaluation and run)"})
     checkpoint_freq: int = field(default=5000, metadata={"help": "checkpoint every this many env steps (0: only on Ctrl-C and at the end)"})
-    resume: bool = field(default=False, metadata={"help": "continue the run in --run-dir (default: that of --algo/--env/--seed) from its latest checkpoint, with the settings of its config.yml; --timesteps may set a new total"})
+    export_only: bool = field(default=False, metadata={"help": "only export the policy of the run in --run-dir again (its final model, or --checkpoint STEPS) to <run-dir>/exported"})
+    checkpoint: int | None = field(default=None, metadata={"help": "with --export-only: export this checkpoint (env steps) instead of the final model"})
+    resume: bool = field(default=False, metadata={"help": "continue the run in --run-dir (default: that of --algo/--env/--seed) from its newest intact checkpoint (or finish it), with the settings of its config.yml; --timesteps may set a new total"})
     no_progress: bool = field(default=False, metadata={"help": "hide the progress bar"})
 
 
@@ -106,6 +113,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ``training.py`` (the SB3 and DUS-R loops, export) and ``callbacks.py`` (SB3 callbacks, eval log).
     """
     args = parse_args(argv)
+    if args.checkpoint is not None and not args.export_only:
+        print("error: --checkpoint only goes with --export-only", file=sys.stderr)
+        return EXIT_USAGE
+    if args.export_only:
+        return export_command(args)
     # Harmless: without VecNormalize the eval env is a DummyVecEnv and the training env a SubprocVecEnv.
     warnings.filterwarnings("ignore", message="Training and eval env are not of the same type")
     start_time = time.perf_counter()
@@ -113,15 +125,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         started = start_run(args)
         if started is None:
             return 0
-        run, resume_steps = started
+        run = started.run
         # The native vector env trains all envs in this process and uses every core; with processes
         # (subproc) or the in-process loop (dummy), one thread per process is fastest for these models.
         torch.set_num_threads(usable_cores() if run.vec == "native" else 1)
         trained: Trained
         if run.is_reinforce:
-            trained, interrupted = train_reinforce(run, resume_steps, not args.no_progress)
+            trained, interrupted = train_reinforce(started, not args.no_progress)
         else:
-            trained, interrupted = train_sb3(run, resume_steps, not args.no_progress)
+            trained, interrupted = train_sb3(started, not args.no_progress)
     except (UsageError, HyperparamsError, dus_env.ConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -135,12 +147,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return finish(run, trained, start_time)
     except KeyboardInterrupt:
-        print(f"\ninterrupted after training: the final model is saved in {run.run_dir}, the final evaluation or export was skipped", file=sys.stderr)
+        print(f"\ninterrupted after training: the final model is saved in {run.run_dir}; "
+              f"python train_agent.py --resume --run-dir {run.run_dir} finishes what is missing (evaluation, export)", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def export_command(args: Args) -> int:
+    """``--export-only``: export a run's final model (or a checkpoint) again, checked against its manifest."""
+    try:
+        run, _ = resume_run(args)
+        remove_stale_files(run.run_dir)
+        out_dir = export_only(run, read_manifest(run), args.checkpoint)
+    except (UsageError, dus_env.ConfigError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ValueError, OSError) as error:  # a model that does not load for its env
+        print(f"error: exporting {args.run_dir or 'the run'} failed: {error}", file=sys.stderr)
+        return EXIT_EXPORT_FAILED
+    print(f"exported {run.run_dir} to {out_dir}")
+    return 0
 
 
 def finish(run: Run, trained: Trained, start_time: float) -> int:
     """Final evaluation (against uniform sampling on the same seeds), export, one-line summary."""
+    fault_point("after_final")
     results = evaluate_agent(as_agent(run, trained), run)
     uniform = evaluate_agent(UniformAgent(run.env_config.observation_layout(), run.env_config.quantity_mapping()), run)
     try:

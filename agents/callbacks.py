@@ -16,8 +16,12 @@ from __future__ import annotations
 
 import io
 import pickle
+import signal
+import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -25,8 +29,11 @@ from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback,
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import VecEnv
 
+from dus_env.faults import fault_point
+
+from .manifest import record_checkpoint
 from .results import write_bytes
-from .run_files import SB3_CHECKPOINT_PREFIX, VECNORMALIZE_FILE
+from .run_files import CHECKPOINT_DIR, SB3_CHECKPOINT_PREFIX, VECNORMALIZE_FILE
 
 
 # -- TensorBoard: the environment's own quantities -------------------------------------------------------
@@ -73,9 +80,14 @@ class InfoScalarsCallback(BaseCallback):
 
 
 class EvaluationLog:
-    """Evaluation history in ``eval/evaluations.npz`` (SB3's keys plus ``test_accuracies``); reloaded on resume."""
+    """Evaluation history in ``eval/evaluations.npz`` (SB3's keys plus ``test_accuracies``); reloaded on resume.
 
-    def __init__(self, path: Path) -> None:
+    :param keep_until: on resume, the steps of the checkpoint the run continues from: evaluations
+        logged after it belong to training that is being redone, and are dropped (so a kill between
+        an evaluation and the next checkpoint does not leave that evaluation twice).
+    """
+
+    def __init__(self, path: Path, keep_until: int | None = None) -> None:
         self.path = path
         self.timesteps: list[int] = []
         self.results: list[list[float]] = []
@@ -87,13 +99,25 @@ class EvaluationLog:
                 self.results = saved["results"].tolist()
                 self.ep_lengths = saved["ep_lengths"].tolist()
                 self.test_accuracies = saved["test_accuracies"].tolist()
+        if keep_until is not None:
+            keep = [i for i, steps in enumerate(self.timesteps) if steps <= keep_until]
+            self.timesteps, self.results, self.ep_lengths, self.test_accuracies = (
+                [column[i] for i in keep] for column in (self.timesteps, self.results, self.ep_lengths, self.test_accuracies)
+            )
 
     @property
     def best_mean_return(self) -> float:
         return max((float(np.mean(r)) for r in self.results), default=-np.inf)
 
     def add(self, timesteps: int, returns: list[float], lengths: list[int], test_accuracies: list[float]) -> bool:
-        """Append one evaluation, save the file, and tell whether it is the best mean return so far."""
+        """Append one evaluation, save the file, and tell whether it is the best mean return so far.
+
+        An evaluation at steps already logged replaces that entry: the history has one row per step count.
+        """
+        if timesteps in self.timesteps:
+            index = self.timesteps.index(timesteps)
+            for column in (self.timesteps, self.results, self.ep_lengths, self.test_accuracies):
+                del column[index]
         is_best = float(np.mean(returns)) > self.best_mean_return
         self.timesteps.append(timesteps)
         self.results.append(returns)
@@ -102,6 +126,7 @@ class EvaluationLog:
         buffer = io.BytesIO()
         np.savez(buffer, timesteps=self.timesteps, results=self.results, ep_lengths=self.ep_lengths, test_accuracies=self.test_accuracies)
         write_bytes(self.path, buffer.getvalue())
+        fault_point("after_eval")
         print(
             f"eval at {timesteps:,} steps: return {np.mean(returns):.4f}, test accuracy {np.mean(test_accuracies):.4f}"
             + (" (new best)" if is_best else "")
@@ -182,8 +207,9 @@ class UpdateCheckpointCallback(CheckpointCallback):
     (what a Ctrl-C checkpoint records).
     """
 
-    def __init__(self, save_freq: int, save_path: Path, start_timesteps: int) -> None:
-        super().__init__(save_freq, str(save_path), name_prefix=SB3_CHECKPOINT_PREFIX)
+    def __init__(self, save_freq: int, run_dir: Path, start_timesteps: int) -> None:
+        super().__init__(save_freq, str(run_dir / CHECKPOINT_DIR), name_prefix=SB3_CHECKPOINT_PREFIX)
+        self.run_dir = run_dir
         self.trained_timesteps = start_timesteps
         self._next = next_multiple(start_timesteps, save_freq)
 
@@ -193,7 +219,9 @@ class UpdateCheckpointCallback(CheckpointCallback):
     def _on_rollout_start(self) -> None:
         self.trained_timesteps = self.num_timesteps
         if self._next is not None and self.num_timesteps >= self._next:
-            save_sb3_checkpoint(self.model, Path(self.save_path), self.num_timesteps)
+            fault_point("before_checkpoint")
+            with deferred_interrupts():
+                save_sb3_checkpoint(self.model, self.run_dir, self.num_timesteps)
             self._next = next_multiple(self.num_timesteps, self.save_freq)
 
 
@@ -202,15 +230,18 @@ def next_multiple(done: int, every: int) -> int | None:
     return (done // every + 1) * every if every > 0 else None
 
 
-def save_sb3(model: BaseAlgorithm, folder: Path, model_name: str, vecnormalize_name: str) -> None:
-    """Model ``.zip`` (and its ``VecNormalize`` statistics, written first) into ``folder``, atomically."""
+def save_sb3(model: BaseAlgorithm, folder: Path, model_name: str, vecnormalize_name: str, fault: str | None = None) -> list[Path]:
+    """Model ``.zip`` (and its ``VecNormalize`` statistics, written first) into ``folder``, atomically;
+    returns the files written (``fault``: see :func:`agents.results.atomic_output`)."""
+    written = []
     vec_normalize = model.get_vec_normalize_env()
     if vec_normalize is not None:
         # VecNormalize pickles without its envs (__getstate__ drops them).
-        write_bytes(folder / vecnormalize_name, pickle.dumps(vec_normalize))
+        written.append(write_bytes(folder / vecnormalize_name, pickle.dumps(vec_normalize)))
     buffer = io.BytesIO()
     model.save(buffer)
-    write_bytes(folder / model_name, buffer.getvalue())
+    written.append(write_bytes(folder / model_name, buffer.getvalue(), fault=fault))
+    return written
 
 
 def sb3_checkpoint_names(timesteps: int) -> tuple[str, str]:
@@ -218,5 +249,34 @@ def sb3_checkpoint_names(timesteps: int) -> tuple[str, str]:
     return f"{SB3_CHECKPOINT_PREFIX}_{timesteps}_steps.zip", f"{SB3_CHECKPOINT_PREFIX}_vecnormalize_{timesteps}_steps.pkl"
 
 
-def save_sb3_checkpoint(model: BaseAlgorithm, folder: Path, timesteps: int) -> None:
-    save_sb3(model, folder, *sb3_checkpoint_names(timesteps))
+def save_sb3_checkpoint(model: BaseAlgorithm, run_dir: Path, timesteps: int, extra: Sequence[Path] = ()) -> None:
+    """A checkpoint at ``timesteps`` in the run's checkpoint folder, then its manifest entry (with
+    ``extra`` files written for it, e.g. a replay buffer): until that entry exists it is no resume point."""
+    written = save_sb3(model, run_dir / CHECKPOINT_DIR, *sb3_checkpoint_names(timesteps), fault="mid_checkpoint")
+    record_checkpoint(run_dir, timesteps, [*written, *extra])
+
+
+@contextmanager
+def deferred_interrupts(reraise: bool = True) -> Iterator[None]:
+    """Hold Ctrl-C until the block (a save) is done: a second Ctrl-C must not leave a half-saved run.
+
+    :param reraise: raise ``KeyboardInterrupt`` after the block if Ctrl-C came during it (``False``
+        when the process is already stopping because of an earlier one).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        if not received:
+            print("\nsaving: Ctrl-C will take effect once the files are written", file=sys.stderr)
+        received.append(signum)
+
+    previous = signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received and reraise:
+        raise KeyboardInterrupt

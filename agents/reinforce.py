@@ -400,8 +400,9 @@ class ReinforceAgent(Agent):
 
     # -- files -------------------------------------------------------------------------------
 
-    def save(self, path: str | Path) -> Path:
-        """Write everything needed to act and to resume training to ``path``, atomically."""
+    def save(self, path: str | Path, fault: str | None = None) -> Path:
+        """Write everything needed to act and to resume training to ``path``, atomically (``fault``:
+        see :func:`agents.results.atomic_output`)."""
         state = {
             "format": FILE_FORMAT,
             "format_version": FILE_FORMAT_VERSION,
@@ -421,7 +422,7 @@ class ReinforceAgent(Agent):
         }
         buffer = io.BytesIO()
         torch.save(state, buffer)
-        return write_bytes(path, buffer.getvalue())
+        return write_bytes(path, buffer.getvalue(), fault=fault)
 
     @classmethod
     def load(cls, path: str | Path, env: gym.Env) -> "ReinforceAgent":

@@ -23,6 +23,8 @@ from typing import IO, Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from dus_env.faults import fault_point
+
 from .rollout import EpisodeResult
 
 #: Distributions whose versions are recorded with every result (absent ones are reported as such).
@@ -32,11 +34,13 @@ RECORDED_PACKAGES = (
 
 
 @contextmanager
-def atomic_output(path: str | Path, binary: bool = False) -> Iterator[IO[Any]]:
+def atomic_output(path: str | Path, binary: bool = False, fault: str | None = None) -> Iterator[IO[Any]]:
     """Open a temporary file next to ``path``; on a clean exit it replaces ``path``, otherwise it is removed.
 
     :param path: the final file; its directory is created if needed.
     :param binary: ``True`` for bytes (PNG), ``False`` for UTF-8 text with untranslated newlines (CSV).
+    :param fault: a :func:`dus_env.faults.fault_point` name, reached with the data written and not
+        yet in place (what a kill in the middle of a save leaves).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -48,15 +52,17 @@ def atomic_output(path: str | Path, binary: bool = False) -> Iterator[IO[Any]]:
             os.fsync(handle.fileno())
         # mkstemp creates the file readable by its owner only; results are meant to be shared.
         os.chmod(temporary, 0o666 & ~_umask())
+        if fault is not None:
+            fault_point(fault)
         os.replace(temporary, target)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
 
 
-def write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically; return ``path`` as a :class:`~pathlib.Path`."""
-    with atomic_output(path, binary=True) as handle:
+def write_bytes(path: str | Path, data: bytes, fault: str | None = None) -> Path:
+    """Write ``data`` to ``path`` atomically; return ``path`` as a :class:`~pathlib.Path` (``fault``: see :func:`atomic_output`)."""
+    with atomic_output(path, binary=True, fault=fault) as handle:
         handle.write(data)
     return Path(path)
 

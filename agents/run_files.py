@@ -9,6 +9,8 @@ say which loader a folder needs) must agree on them, and the loaders cannot impo
 from __future__ import annotations
 
 CONFIG_FILE = "config.yml"
+#: Periodic checkpoints, relative to the run folder.
+CHECKPOINT_DIR = "checkpoints"
 #: The final policy of a Stable-Baselines3 run, and its ``VecNormalize`` statistics beside it.
 SB3_FINAL_FILE = "final_model.zip"
 VECNORMALIZE_FILE = "vecnormalize.pkl"

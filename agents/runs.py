@@ -1,18 +1,22 @@
 """A training run of ``train_agent.py``: its options resolved and checked, its folder, its resumption.
 
 A run lives in one folder (``runs/<algo>_<env-name>_<seed>/`` by default) whose ``config.yml``
-holds everything needed to continue it: :func:`start_run` either checks the options and writes a
-new ``config.yml``, or reads it back and finds the latest checkpoint to resume from. Every check
-happens here, before anything is written or a worker started, and bad input raises
-:class:`UsageError` with a one-line message that says what to change.
+holds everything needed to continue it and whose manifest ``run.json`` (:mod:`agents.manifest`)
+records every checkpoint, the final model and the export with their checksums. :func:`start_run`
+either checks the options and writes a new ``config.yml`` and manifest, or reads them back and
+plans the resumption: the intact checkpoints to load (newest first; a damaged one is named and
+skipped), or a start from the beginning when the run was stopped before its first checkpoint, or
+only the final model and export when training had finished. Every check happens here, before
+anything is written or a worker started, and bad input raises :class:`UsageError` with a one-line
+message that says what to change. Temporary files a killed process left behind are removed first.
 """
 
 from __future__ import annotations
 
 import platform
-import re
+import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,9 +27,10 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 import dus_env
 
 from . import cli
+from .manifest import MANIFEST_FILE, ManifestError, RunManifest, config_hash, damage, load_manifest, save_manifest
 from .reinforce import ReinforceConfig
 from .results import package_versions, write_text
-from .run_files import CONFIG_FILE, REINFORCE_CHECKPOINT_PREFIX, REINFORCE_FINAL_FILE, SB3_CHECKPOINT_PREFIX, SB3_FINAL_FILE
+from .run_files import CHECKPOINT_DIR, CONFIG_FILE, REINFORCE_CHECKPOINT_PREFIX, REINFORCE_FINAL_FILE, SB3_CHECKPOINT_PREFIX, SB3_FINAL_FILE
 from .sb3_agent import (
     RUN_KEYS,
     check_hyperparam_keys,
@@ -39,9 +44,6 @@ from .sb3_agent import (
 
 #: Distributions whose versions ``config.yml`` records (with Python's).
 TRAINING_PACKAGES = ("dus_env", "torch", "gymnasium", "stable-baselines3", "sb3-contrib", "numpy")
-_CHECKPOINT_NAME = re.compile(
-    rf"^(?:{re.escape(SB3_CHECKPOINT_PREFIX)}|{re.escape(REINFORCE_CHECKPOINT_PREFIX)})_(?P<steps>\d+)_steps\.(?:zip|pt)$"
-)
 
 
 #: How the training envs run (``--vec``): the native batched vector env, subprocesses, or one after another.
@@ -98,7 +100,7 @@ class Run:
 
     @property
     def checkpoint_dir(self) -> Path:
-        return self.run_dir / "checkpoints"
+        return self.run_dir / CHECKPOINT_DIR
 
     @property
     def best_dir(self) -> Path:
@@ -112,6 +114,12 @@ class Run:
         """One env of the run; with ``vec="native"`` it leaves torch's thread count (every core) alone."""
         defaults = {"torch_threads": None} if self.vec == "native" else {}
         return gym.make(self.env_id, **{**defaults, **self.env_kwargs})
+
+    def settings_hash(self) -> str:
+        """:func:`agents.manifest.config_hash` of what defines the run: all but the step budget."""
+        hyperparams = {k: v for k, v in self.hyperparams.items() if k != "n_timesteps"}
+        return config_hash(_plain({"algo": self.algo, "env_id": self.env_id, "env_kwargs": self.env_kwargs, "seed": self.seed,
+                                   "hyperparams": hyperparams, "n_envs": self.n_envs, "env_config": self.env_config.to_dict()}))
 
     def to_config(self) -> dict[str, Any]:
         """What ``config.yml`` holds: enough to rerun or resume, plus provenance."""
@@ -135,31 +143,142 @@ class Run:
         })
 
 
-def start_run(options: RunOptions) -> tuple[Run, int | None] | None:
-    """Resolve the run and write its ``config.yml``; also the checkpoint steps to resume from, if any.
+@dataclass
+class RunStart:
+    """What :func:`start_run` decided.
 
-    ``None``: a resumed run that already has all its steps (nothing to do).
+    :param run: the run.
+    :param checkpoints: steps of the intact checkpoints to resume from, newest first (empty: train
+        from the beginning); the trainer loads the first that loads (:meth:`loaded`).
+    :param resumed_config: the ``config.yml`` to write once a checkpoint has loaded (resume only).
+    """
+
+    run: Run
+    checkpoints: list[int] = field(default_factory=list)
+    resumed_config: dict[str, Any] | None = None
+
+    def loaded(self, steps: int) -> None:
+        """A checkpoint at ``steps`` has loaded: record the resumption in ``config.yml`` (only now)."""
+        if self.resumed_config is None:
+            return
+        config = self.resumed_config
+        config["total_timesteps"] = self.run.total_timesteps
+        config["hyperparams"]["n_timesteps"] = self.run.total_timesteps
+        config.setdefault("resumes", []).append({"from_timesteps": steps, "command": sys.argv, "versions": training_versions()})
+        write_config(self.run.run_dir, config)
+
+
+def start_run(options: RunOptions) -> RunStart | None:
+    """Resolve a new run (writing its ``config.yml`` and manifest) or plan a resumption (see the module docstring).
+
+    ``None``: a resumed run that already has all its steps, its final model and its export.
     """
     if not options.resume:
         run = resolve_run(options)
-        # A config.yml alone is left by a run that failed to start; checkpoints mean there is work to keep.
-        if run.checkpoint_dir.exists() or (run.run_dir / SB3_FINAL_FILE).exists() or (run.run_dir / REINFORCE_FINAL_FILE).exists():
+        remove_stale_files(run.run_dir)
+        if holds_work(run.run_dir):
             raise UsageError(f"{run.run_dir} already holds a run: pass --resume to continue it, or --run-dir for a new one")
+        reset_progress(run)  # what a run stopped before its first checkpoint logged in this folder
         write_config(run.run_dir, run.to_config())
-        return run, None
+        save_manifest(run.run_dir, RunManifest(run.algo, run.env_id, run.settings_hash()))
+        return RunStart(run)
     run, config = resume_run(options)
-    done = latest_checkpoint(run.checkpoint_dir)
-    if done is None:
-        raise UsageError(f"no checkpoint in {run.checkpoint_dir} to resume from: start the run again without --resume")
+    remove_stale_files(run.run_dir)
+    manifest = read_manifest(run)
+    intact = intact_checkpoints(run, manifest)
+    if not intact:
+        if manifest.checkpoints:
+            raise UsageError(f"no checkpoint of {run.run_dir} is intact (see above): start a new run with another --run-dir")
+        print(f"{run.run_dir} has no checkpoint yet (stopped before the first one): starting the run from the beginning")
+        reset_progress(run)
+        write_config(run.run_dir, {**run.to_config(), "restarted": {"command": sys.argv, "versions": training_versions()}})
+        save_manifest(run.run_dir, RunManifest(run.algo, run.env_id, run.settings_hash()))
+        return RunStart(run)
+    done = intact[0]
     if done >= run.total_timesteps:
-        print(f"{run.run_dir} already has {done:,} of {run.total_timesteps:,} steps: pass a larger --timesteps to continue")
-        return None
-    print(f"resuming {run.run_dir} at {done:,} of {run.total_timesteps:,} steps")
-    config["total_timesteps"] = run.total_timesteps
-    config["hyperparams"]["n_timesteps"] = run.total_timesteps
-    config.setdefault("resumes", []).append({"from_timesteps": done, "command": sys.argv, "versions": training_versions()})
-    write_config(run.run_dir, config)
-    return run, done
+        missing = [name for name, files in (("final model", manifest.final), ("export", manifest.export))
+                   if files is None or damage(run.run_dir, files) is not None]
+        if not missing:
+            print(f"{run.run_dir} is complete: {done:,} of {run.total_timesteps:,} steps, final model and export in place "
+                  "(pass a larger --timesteps to train on)")
+            return None
+        print(f"{run.run_dir} has finished training ({done:,} steps) but not its {' and '.join(missing)}: finishing them")
+    else:
+        print(f"resuming {run.run_dir} at {done:,} of {run.total_timesteps:,} steps")
+    return RunStart(run, intact, config)
+
+
+def read_manifest(run: Run) -> RunManifest:
+    """The run's manifest, checked against its ``config.yml``."""
+    try:
+        manifest = load_manifest(run.run_dir)
+    except ManifestError as error:
+        raise UsageError(f"{run.run_dir / MANIFEST_FILE}: {error}; the run cannot be resumed safely") from error
+    if manifest is None:
+        raise UsageError(
+            f"{run.run_dir} has no {MANIFEST_FILE} (a run from before dus_env 0.4, or not a run folder): "
+            "resume it with the dus_env version that started it, or start a new run"
+        )
+    if manifest.config_hash != run.settings_hash() or manifest.algo != run.algo or manifest.env_id != run.env_id:
+        raise UsageError(
+            f"{run.run_dir / CONFIG_FILE} does not describe the run its checkpoints come from ({manifest.algo} on "
+            f"{manifest.env_id}, settings hash {manifest.config_hash[:12]}): was it edited? Only --timesteps may change "
+            "on --resume; put the original config.yml back or start a new run"
+        )
+    return manifest
+
+
+def intact_checkpoints(run: Run, manifest: RunManifest) -> list[int]:
+    """Steps of the manifest's checkpoints whose files are all there and unchanged, newest first; a
+    damaged one is reported in one line and skipped."""
+    intact = []
+    for steps in sorted(manifest.checkpoints, reverse=True):
+        problem = damage(run.run_dir, manifest.checkpoints[steps])
+        if problem is None:
+            intact.append(steps)
+        else:
+            print(f"warning: skipping the checkpoint at {steps:,} steps: {problem}", file=sys.stderr)
+    return intact
+
+
+def holds_work(run_dir: Path) -> bool:
+    """Whether the folder holds a checkpoint or a final model (a ``config.yml`` alone, or an empty
+    manifest, is left by a run stopped before its first checkpoint: nothing to keep)."""
+    try:
+        manifest = load_manifest(run_dir)
+    except ManifestError:
+        return True
+    if manifest is not None and (manifest.checkpoints or manifest.final):
+        return True
+    files = [run_dir / SB3_FINAL_FILE, run_dir / REINFORCE_FINAL_FILE]
+    checkpoints = run_dir / CHECKPOINT_DIR
+    return any(path.exists() for path in files) or (checkpoints.is_dir() and any(checkpoints.iterdir()))
+
+
+def is_run_folder(folder: Path) -> bool:
+    """Whether ``folder`` was made by ``train_agent.py`` (only then are files in it removed)."""
+    return (folder / CONFIG_FILE).is_file() or (folder / MANIFEST_FILE).is_file()
+
+
+def reset_progress(run: Run) -> None:
+    """Forget what a run stopped before its first checkpoint logged: it starts again from step 0."""
+    if not is_run_folder(run.run_dir):
+        return
+    shutil.rmtree(run.run_dir / "eval", ignore_errors=True)
+    shutil.rmtree(run.best_dir, ignore_errors=True)
+
+
+def remove_stale_files(run_dir: Path) -> None:
+    """Remove what a killed process left half-written: ``.NAME.XXXX.tmp`` files (atomic writes) and
+    ``.exported.*`` folders (an export's staging or retired folder)."""
+    if not is_run_folder(run_dir):
+        return
+    for path in run_dir.rglob(".*.tmp"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+    for path in run_dir.glob(".exported.*"):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def resolve_run(options: RunOptions) -> Run:
@@ -240,16 +359,6 @@ def resume_run(options: RunOptions) -> tuple[Run, dict[str, Any]]:
     except (yaml.YAMLError, KeyError, TypeError) as error:
         raise UsageError(f"{config_path} is damaged or incomplete ({error!r}): start a new run without --resume") from error
     return run, saved
-
-
-def latest_checkpoint(folder: Path) -> int | None:
-    """Steps ``N`` of the newest checkpoint (``<prefix>_<N>_steps.zip`` or ``.pt``) in ``folder``."""
-    steps = [
-        int(match["steps"])
-        for path in (folder.glob("*_steps.*") if folder.is_dir() else ())
-        if (match := _CHECKPOINT_NAME.match(path.name))
-    ]
-    return max(steps, default=None)
 
 
 def default_run_dir(algo: str, env_id: str, seed: int) -> Path:

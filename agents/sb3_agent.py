@@ -58,6 +58,7 @@ from . import cli
 from .base import Agent, check_modalities
 from .cli import yaml_number
 from .run_files import CONFIG_FILE, REINFORCE_FINAL_FILE, SB3_CHECKPOINT_PREFIX, SB3_FINAL_FILE, VECNORMALIZE_FILE
+from .trust import allow_pickle_load
 
 #: rl-baselines3-zoo's names for sb3-contrib algorithms, accepted as well as the class names.
 ALGORITHM_ALIASES = {"ppo_lstm": "recurrentppo", "ppo_mask": "maskableppo"}
@@ -428,6 +429,7 @@ class SB3Agent(Agent):
         # Inference needs neither the learning-rate nor the clip-range schedules; replacing them
         # avoids unpickling closures that may not load under another Python version.
         custom_objects = {"learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "clip_range": lambda _: 0.0}
+        allow_pickle_load(model_path, "SB3 model")
         try:
             model = algorithm.load(model_path, env=None, device="cpu", custom_objects=custom_objects)
         except Exception as error:  # SB3 raises many types (BadZipFile, KeyError, pickle errors, ...)
@@ -489,6 +491,7 @@ def _load_vec_normalize(model_path: Path, env: gym.Env, config: dict[str, Any] |
                 "copy the statistics file next to it (without them the policy sees inputs it was not trained on)"
             )
         return None
+    allow_pickle_load(stats_path, "VecNormalize statistics")
     try:
         with stats_path.open("rb") as handle:
             vec_normalize = pickle.load(handle)

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import io
 import signal
+import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import gymnasium as gym
 import numpy as np
@@ -24,12 +25,15 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecMonitor, VecNormalize
 
 
+from dus_env.faults import fault_point
+
 from .base import Agent
 from .callbacks import (
     DUSEvalCallback,
     EvaluationLog,
     InfoScalarsCallback,
     UpdateCheckpointCallback,
+    deferred_interrupts,
     next_multiple,
     record_info_scalars,
     save_sb3,
@@ -37,13 +41,17 @@ from .callbacks import (
     sb3_checkpoint_names,
 )
 from .export import export_reinforce_policy, export_sb3_policy
+from .manifest import RunManifest, damage, record_checkpoint, record_export, record_final
 from .native_vec_env import NativeVecEnv, make_native_vec_env
 from .reinforce import ReinforceAgent, ReinforceUpdate
 from .results import write_bytes
 from .rollout import EpisodeResult, run_episode
 from .run_files import REINFORCE_CHECKPOINT_PREFIX, REINFORCE_FINAL_FILE, SB3_FINAL_FILE, VECNORMALIZE_FILE
-from .runs import Run, UsageError, reinforce_config
+from .runs import Run, RunStart, UsageError, reinforce_config
 from .sb3_agent import SB3Agent, get_algorithm_class, sb3_constructor_kwargs, vec_normalize_kwargs
+from .trust import UntrustedLoadError, allow_pickle_load
+
+T = TypeVar("T")
 
 #: What a training loop returns: an SB3 model or a DUS-R agent.
 Trained = BaseAlgorithm | ReinforceAgent
@@ -124,22 +132,49 @@ def evaluate_agent(agent: Agent, run: Run) -> list[EpisodeResult]:
 # -- training: Stable-Baselines3 ----------------------------------------------------------------------
 
 
-def train_sb3(run: Run, resume_steps: int | None, progress: bool) -> tuple[BaseAlgorithm, bool]:
-    """Train an SB3 algorithm, or continue it from its checkpoint at ``resume_steps``.
+def load_first(start: RunStart, load: Callable[[int], T]) -> T:
+    """The first of the start's checkpoints (newest first) that loads; one line names each that does not.
+
+    Then :meth:`RunStart.loaded` records the resumption in ``config.yml``: never before a checkpoint loaded.
+    """
+    for steps in start.checkpoints:
+        try:
+            loaded = load(steps)
+        except UntrustedLoadError as error:
+            raise UsageError(str(error)) from None
+        except Exception as error:  # SB3 and pickle raise many types for a damaged file
+            print(f"warning: the checkpoint at {steps:,} steps does not load ({type(error).__name__}: {error}); "
+                  "trying the previous one", file=sys.stderr)
+            continue
+        start.loaded(steps)
+        return loaded
+    raise UsageError(f"no checkpoint of {start.run.run_dir} loads (see above): start a new run with another --run-dir")
+
+
+def train_sb3(start: RunStart, progress: bool) -> tuple[BaseAlgorithm, bool]:
+    """Train an SB3 algorithm from the beginning, or continue it from the newest checkpoint that loads.
 
     :return: the model and whether Ctrl-C stopped training.
     """
+    run = start.run
     algorithm = get_algorithm_class(run.algo)
     norm_kwargs = vec_normalize_kwargs(run.hyperparams)
     venv = monitored(make_vec_env(run))
-    if resume_steps is not None:
-        model_name, stats_name = sb3_checkpoint_names(resume_steps)
-        if norm_kwargs is not None:
-            venv = VecNormalize.load(str(run.checkpoint_dir / stats_name), venv)
-        model = algorithm.load(run.checkpoint_dir / model_name, env=venv, device="cpu", tensorboard_log=str(run.tensorboard_dir))
+    if start.checkpoints:
+
+        def load(steps: int) -> tuple[BaseAlgorithm, VecEnv]:
+            model_name, stats_name = sb3_checkpoint_names(steps)
+            allow_pickle_load(run.checkpoint_dir / model_name, "SB3 checkpoint")
+            if norm_kwargs is not None:
+                allow_pickle_load(run.checkpoint_dir / stats_name, "VecNormalize statistics")
+            env = VecNormalize.load(str(run.checkpoint_dir / stats_name), venv) if norm_kwargs is not None else venv
+            return algorithm.load(run.checkpoint_dir / model_name, env=env, device="cpu", tensorboard_log=str(run.tensorboard_dir)), env
+
+        model, venv = load_first(start, load)
         model.set_random_seed(resume_seed(run.seed, model.num_timesteps))
         replay_buffer = run.checkpoint_dir / REPLAY_BUFFER_FILE
         if hasattr(model, "replay_buffer") and replay_buffer.is_file():
+            allow_pickle_load(replay_buffer, "replay buffer")
             model.load_replay_buffer(replay_buffer)
     else:
         if norm_kwargs is not None:
@@ -152,7 +187,7 @@ def train_sb3(run: Run, resume_steps: int | None, progress: bool) -> tuple[BaseA
             venv.close()
             raise UsageError(f"cannot build {algorithm.__name__} on {run.env_id} with these hyperparameters: {error}") from error
 
-    checkpoints = UpdateCheckpointCallback(run.checkpoint_freq, run.checkpoint_dir, model.num_timesteps)
+    checkpoints = UpdateCheckpointCallback(run.checkpoint_freq, run.run_dir, model.num_timesteps)
     # SB3's own progress bar (tqdm + rich), created here so that an interrupt can close it.
     progress_bar = ProgressBarCallback() if progress else None
     callbacks: list[BaseCallback] = [InfoScalarsCallback(), checkpoints, *([progress_bar] if progress_bar else [])]
@@ -163,28 +198,28 @@ def train_sb3(run: Run, resume_steps: int | None, progress: bool) -> tuple[BaseA
                               DummyVecEnv([env_factory(run.env_id, run.env_kwargs, False) for _ in run.eval_seeds]))
         if norm_kwargs is not None:
             eval_venv = VecNormalize(eval_venv, training=False, **{**norm_kwargs, "norm_reward": False})
-        log = EvaluationLog(run.run_dir / "eval" / "evaluations.npz")
+        log = EvaluationLog(run.run_dir / "eval" / "evaluations.npz", keep_until=model.num_timesteps)
         callbacks.append(DUSEvalCallback(eval_venv, log, run.eval_seed, max(run.eval_freq // run.n_envs, 1), run.best_dir))
     interrupted = False
+    remaining = run.total_timesteps - model.num_timesteps
     try:
-        model.learn(
-            total_timesteps=run.total_timesteps - model.num_timesteps,
-            callback=callbacks,
-            reset_num_timesteps=False,
-            tb_log_name=algorithm.__name__,
-        )
+        if remaining > 0:  # a resumed run whose training had finished only writes its final files
+            model.learn(total_timesteps=remaining, callback=callbacks, reset_num_timesteps=False, tb_log_name=algorithm.__name__)
     except KeyboardInterrupt:
         interrupted = True
         model.num_timesteps = checkpoints.trained_timesteps
         if progress_bar is not None and hasattr(progress_bar, "pbar"):
             progress_bar.pbar.close()
-    save_sb3_checkpoint(model, run.checkpoint_dir, model.num_timesteps)
-    if getattr(model, "replay_buffer", None) is not None:
-        buffer = io.BytesIO()
-        model.save_replay_buffer(buffer)
-        write_bytes(run.checkpoint_dir / REPLAY_BUFFER_FILE, buffer.getvalue())
-    if not interrupted:
-        save_sb3(model, run.run_dir, SB3_FINAL_FILE, VECNORMALIZE_FILE)
+    with deferred_interrupts(reraise=not interrupted):
+        extra = []
+        if getattr(model, "replay_buffer", None) is not None:
+            buffer = io.BytesIO()
+            model.save_replay_buffer(buffer)
+            extra.append(write_bytes(run.checkpoint_dir / REPLAY_BUFFER_FILE, buffer.getvalue()))
+        if remaining > 0:
+            save_sb3_checkpoint(model, run.run_dir, model.num_timesteps, extra)
+        if not interrupted:
+            record_final(run.run_dir, save_sb3(model, run.run_dir, SB3_FINAL_FILE, VECNORMALIZE_FILE, fault="mid_final"))
     shutdown(venv, interrupted)
     if eval_venv is not None:
         eval_venv.close()
@@ -210,20 +245,29 @@ def reinforce_checkpoint(run: Run, timesteps: int) -> Path:
     return run.checkpoint_dir / f"{REINFORCE_CHECKPOINT_PREFIX}_{timesteps}_steps.pt"
 
 
-def train_reinforce(run: Run, resume_steps: int | None, progress: bool) -> tuple[ReinforceAgent, bool]:
-    """Train DUS-R, or continue it from its checkpoint at ``resume_steps``, with the same outputs as the SB3 path.
+def save_reinforce_checkpoint(agent: ReinforceAgent, run: Run) -> None:
+    """A DUS-R checkpoint at the agent's steps, then its manifest entry."""
+    path = reinforce_checkpoint(run, agent.num_timesteps)
+    agent.save(path, fault="mid_checkpoint")
+    record_checkpoint(run.run_dir, agent.num_timesteps, [path])
+
+
+def train_reinforce(start: RunStart, progress: bool) -> tuple[ReinforceAgent, bool]:
+    """Train DUS-R from the beginning, or continue it from the newest checkpoint that loads; the same
+    outputs as the SB3 path.
 
     :return: the agent and whether Ctrl-C stopped training.
     """
+    run = start.run
     probe = run.make_env()
-    if resume_steps is not None:
-        agent = ReinforceAgent.load(reinforce_checkpoint(run, resume_steps), probe)
+    if start.checkpoints:
+        agent = load_first(start, lambda steps: ReinforceAgent.load(reinforce_checkpoint(run, steps), probe))
     else:
         unwrapped = probe.unwrapped
         agent = ReinforceAgent(unwrapped.layout, unwrapped.mapping, reinforce_config(run.hyperparams), seed=run.seed)  # type: ignore[attr-defined]
     probe.close()
     logger = configure(str(run.tensorboard_dir / "REINFORCE_0"), ["tensorboard"])
-    log = EvaluationLog(run.run_dir / "eval" / "evaluations.npz")
+    log = EvaluationLog(run.run_dir / "eval" / "evaluations.npz", keep_until=agent.num_timesteps)
     next_eval = next_multiple(agent.num_timesteps, run.eval_freq)
     next_checkpoint = next_multiple(agent.num_timesteps, run.checkpoint_freq)
     remaining = run.total_timesteps - agent.num_timesteps
@@ -235,7 +279,9 @@ def train_reinforce(run: Run, resume_steps: int | None, progress: bool) -> tuple
         if bar is not None:
             bar.update(sum(update.episode_lengths))
         if next_checkpoint is not None and agent.num_timesteps >= next_checkpoint:
-            agent.save(reinforce_checkpoint(run, agent.num_timesteps))
+            fault_point("before_checkpoint")
+            with deferred_interrupts():
+                save_reinforce_checkpoint(agent, run)
             next_checkpoint = next_multiple(agent.num_timesteps, run.checkpoint_freq)
         if next_eval is not None and agent.num_timesteps >= next_eval:
             results = evaluate_agent(agent, run)
@@ -251,15 +297,20 @@ def train_reinforce(run: Run, resume_steps: int | None, progress: bool) -> tuple
     venv = make_vec_env(run)
     interrupted = False
     try:
-        agent.train(venv, remaining, callback=on_update, logger=logger)
+        if remaining > 0:  # a resumed run whose training had finished only writes its final files
+            agent.train(venv, remaining, callback=on_update, logger=logger)
     except KeyboardInterrupt:
         interrupted = True
     finally:
         if bar is not None:
             bar.close()
-    agent.save(reinforce_checkpoint(run, agent.num_timesteps))
-    if not interrupted:
-        agent.save(run.run_dir / REINFORCE_FINAL_FILE)
+    with deferred_interrupts(reraise=not interrupted):
+        if remaining > 0:
+            save_reinforce_checkpoint(agent, run)
+        if not interrupted:
+            final = run.run_dir / REINFORCE_FINAL_FILE
+            agent.save(final, fault="mid_final")
+            record_final(run.run_dir, [final])
     logger.close()
     shutdown(venv, interrupted)
     return agent, interrupted
@@ -278,20 +329,23 @@ def _progress_bar(total: int) -> Any:
 
 
 def export_policy(run: Run, trained: Trained) -> Path:
-    """Write ``<run_dir>/exported/``: the deterministic policy for ``dus_env``'s ``DUSSampler``."""
-    metadata = {
-        "algo": run.algo,
-        "env_id": run.env_id,
-        "env_kwargs": run.env_kwargs,
-        "hyperparams": run.hyperparams,
-        "seed": run.seed,
-        "num_timesteps": trained.num_timesteps,
-        "run_dir": str(run.run_dir),
-    }
+    """Write ``<run_dir>/exported/``: the deterministic policy for ``dus_env``'s ``DUSSampler``, and
+    list it in the run's manifest."""
+    metadata = _export_metadata(run, trained.num_timesteps)
     out_dir = run.run_dir / "exported"
-    if isinstance(trained, ReinforceAgent):
-        return export_reinforce_policy(trained, run.env_config, out_dir, metadata)
-    return export_sb3_policy(trained, trained.get_vec_normalize_env(), run.env_config, out_dir, metadata)
+    with deferred_interrupts():
+        if isinstance(trained, ReinforceAgent):
+            export_reinforce_policy(trained, run.env_config, out_dir, metadata)
+        else:
+            export_sb3_policy(trained, trained.get_vec_normalize_env(), run.env_config, out_dir, metadata)
+        record_export(run.run_dir, out_dir)
+    return out_dir
+
+
+def _export_metadata(run: Run, num_timesteps: int) -> dict[str, Any]:
+    """Provenance stored in the artifact's ``source``."""
+    return {"algo": run.algo, "env_id": run.env_id, "env_kwargs": run.env_kwargs, "hyperparams": run.hyperparams,
+            "seed": run.seed, "num_timesteps": num_timesteps, "run_dir": str(run.run_dir)}
 
 
 def as_agent(run: Run, trained: Trained) -> Agent:
@@ -299,3 +353,38 @@ def as_agent(run: Run, trained: Trained) -> Agent:
     if isinstance(trained, ReinforceAgent):
         return trained
     return SB3Agent(run.env_config.observation_layout(), run.env_config.quantity_mapping(), trained, trained.get_vec_normalize_env())
+
+
+def export_only(run: Run, manifest: RunManifest, checkpoint: int | None) -> Path:
+    """Export a run's policy again (``train_agent.py --export-only``): its final model, or the
+    checkpoint at ``checkpoint`` steps, checked against the manifest first.
+
+    :raises UsageError: no such checkpoint, or its files do not match the manifest.
+    """
+    if checkpoint is None:
+        if manifest.final is None:
+            raise UsageError(f"{run.run_dir} has no final model yet: pass --checkpoint STEPS (one of "
+                             f"{sorted(manifest.checkpoints) or 'none'}) or resume the run")
+        files, source = manifest.final, run.run_dir
+    else:
+        if checkpoint not in manifest.checkpoints:
+            raise UsageError(f"--checkpoint {checkpoint} is not a checkpoint of {run.run_dir}: choose one of {sorted(manifest.checkpoints)}")
+        files = manifest.checkpoints[checkpoint]
+        source = run.run_dir / next(name for name in files if name.endswith((".zip", ".pt")))
+    problem = damage(run.run_dir, files)
+    if problem is not None:
+        raise UsageError(f"cannot export from {source}: {problem}")
+    env = run.make_env()
+    try:
+        if run.is_reinforce:
+            trained: Trained = ReinforceAgent.load(source, env)
+            out_dir = export_policy(run, trained)
+        else:
+            agent = SB3Agent.load(source, env, algo=run.algo)
+            out_dir = run.run_dir / "exported"
+            with deferred_interrupts():
+                export_sb3_policy(agent.model, agent.vec_normalize, run.env_config, out_dir, _export_metadata(run, agent.model.num_timesteps))
+                record_export(run.run_dir, out_dir)
+    finally:
+        env.close()
+    return out_dir

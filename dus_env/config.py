@@ -15,7 +15,10 @@ from .observation import ObservationLayout
 from .quantities import BUDGET_MODES, QuantityMapping
 from .tasks import TaskConfig, SyntheticTaskConfig, task_config_from_dict
 from .tasks.mfeat import mfeat_view_widths
-from .validation import ConfigError, UnknownOptionError, check_choice, check_one_width, check_device, check_fields, check_float, check_int, fail
+from .validation import (
+    MAX_SCALE, ConfigError, UnknownOptionError, check_bool, check_choice, check_device, check_fields, check_float, check_int,
+    check_one_width, fail,
+)
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,8 @@ class EnvConfig:
         order, and ``info["modality_order"]`` says which original modality each position is. A
         policy then cannot learn "favour index 1": it has to read the state. The modalities must
         share one feature width (synthetic tasks; mfeat with several view sets, which pads them).
+    :param max_task_bytes: largest memory one env's task may take while it is built (default 4 GiB);
+        a larger task is refused before anything is allocated, with its size in the message.
     :param device: where the models train and are evaluated: ``"cpu"``, ``"cuda"`` or ``"cuda:<index>"``
         (the batched vector env gains most from a GPU; a single env's tiny model is faster on the CPU).
     """
@@ -59,6 +64,21 @@ class EnvConfig:
     torch_threads: int | None = 1
     shuffle_modalities: bool = False
     device: str = "cpu"
+    max_task_bytes: int = 4 << 30
+
+    def _check_task_size(self, owner: str) -> None:
+        """Refuse, before anything is allocated, a task whose data would exceed ``max_task_bytes`` per env."""
+        sizes = getattr(self.task, "max_split_sizes", None)
+        width = getattr(self.task, "max_feature_width", None)
+        if sizes is None or width is None:
+            return  # the features task's size is the file's, known once it is read
+        rows = sum(sizes())
+        # float64 while the task is generated (mfeat/synthetic build in numpy float64), per modality.
+        needed = rows * width() * self.task.n_modalities * 8
+        if needed > self.max_task_bytes:
+            fail(owner, "max_task_bytes", self.max_task_bytes,
+                 f"the task needs about {needed / 2**30:.1f} GiB per env ({rows:,} samples x {self.task.n_modalities} modalities x "
+                 f"{width()} features x 8 bytes): make the task smaller (fewer samples: n_train, n_val, n_test; or fewer features) or raise max_task_bytes")
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
@@ -73,13 +93,14 @@ class EnvConfig:
         check_choice(owner, "budget", self.budget, BUDGET_MODES)
         check_int(owner, "iterations_per_step", self.iterations_per_step, 1, 1_000_000)
         check_int(owner, "decision_steps", self.decision_steps, 1, 1_000_000)
-        check_float(owner, "reward_scale", self.reward_scale, 0.0, low_open=True)
-        check_float(owner, "gap_penalty", self.gap_penalty, 0.0)
-        check_float(owner, "divergence_penalty", self.divergence_penalty, 0.0)
+        check_float(owner, "reward_scale", self.reward_scale, 0.0, MAX_SCALE, low_open=True)
+        check_float(owner, "gap_penalty", self.gap_penalty, 0.0, MAX_SCALE)
+        check_float(owner, "divergence_penalty", self.divergence_penalty, 0.0, MAX_SCALE)
         if self.torch_threads is not None:
             check_int(owner, "torch_threads", self.torch_threads, 1, 1024)
-        if not isinstance(self.shuffle_modalities, bool):
-            fail(owner, "shuffle_modalities", self.shuffle_modalities, "expected true or false")
+        check_bool(owner, "shuffle_modalities", self.shuffle_modalities)
+        check_int(owner, "max_task_bytes", self.max_task_bytes, 1)
+        self._check_task_size(owner)
         if self.shuffle_modalities and self.task.kind == "mfeat" and not self.task.has_view_sets:
             check_one_width(mfeat_view_widths(self.task.views),
                             f"give the views {list(self.task.views)} as a list of view sets (views=[{list(self.task.views)}]), which pads them")

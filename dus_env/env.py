@@ -15,6 +15,7 @@ from .models import MultimodalModel
 from .monitor import DiscrepancyMonitor
 from .presets import preset
 from .tasks import Task
+from .quantities import as_action_array
 
 
 def episode_seeds(np_random: np.random.Generator) -> tuple[int, int]:
@@ -145,7 +146,7 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         if not self._reset_once or self.core.done[0]:
             raise gym.error.ResetNeeded("DUSEnv.step called before reset() or after the episode ended: call reset()")
-        quantities = self.mapping.quantities(action)
+        quantities = self.mapping.quantities(as_action_array(action, (self.mapping.n_modalities,)))
         outcome = self.core.step(quantities[None])
         observation, reward, terminated = self._result(outcome)
         return observation, reward, terminated, False, outcome.info(0)

@@ -25,6 +25,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -39,6 +40,7 @@ import torch
 
 from .observation import LayoutVersionError, ObservationLayout
 from .quantities import QuantityMapping
+from .faults import fault_point
 
 ARTIFACT_FORMAT_VERSION = 1
 METADATA_FILE = "metadata.json"
@@ -60,6 +62,19 @@ class ObservationNormalization:
     epsilon: float = 1e-8
     clip: float = 10.0
 
+    def __post_init__(self) -> None:
+        """Statistics that would silently change or break every decision are refused here."""
+        if self.mean.ndim != 1 or self.var.shape != self.mean.shape:
+            raise ValueError(f"mean and var must be two vectors of one length, got shapes {self.mean.shape} and {self.var.shape}")
+        if not (np.isfinite(self.mean).all() and np.isfinite(self.var).all()):
+            raise ValueError("mean and var must be finite numbers")
+        if (self.var < 0).any():
+            raise ValueError(f"var must be >= 0, got {float(self.var.min())}")
+        if not (math.isfinite(self.epsilon) and self.epsilon >= 0 and (self.var + self.epsilon > 0).all()):
+            raise ValueError(f"epsilon={self.epsilon} is invalid: expected a finite number >= 0 with var + epsilon > 0")
+        if not (math.isfinite(self.clip) and self.clip > 0):
+            raise ValueError(f"clip={self.clip} is invalid: expected a finite number > 0")
+
     def apply(self, observations: np.ndarray) -> np.ndarray:
         scaled = (observations - self.mean) / np.sqrt(self.var + self.epsilon)
         return np.clip(scaled, -self.clip, self.clip).astype(np.float32)
@@ -69,6 +84,9 @@ class ObservationNormalization:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "ObservationNormalization":
+        for key in ("epsilon", "clip"):
+            if isinstance(values[key], bool) or not isinstance(values[key], (int, float)):
+                raise ValueError(f"{key}={values[key]!r} is invalid: expected a number")
         return cls(
             np.asarray(values["mean"], dtype=np.float64),
             np.asarray(values["var"], dtype=np.float64),
@@ -123,6 +141,7 @@ def write_policy_artifact(
             "sha256": {name: _sha256(staging / name) for name in (ONNX_FILE, TORCHSCRIPT_FILE)},
         }
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=_json_default))
+        fault_point("mid_export")
         _replace_dir(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -213,6 +232,25 @@ class PolicyArtifact:
         self.layout = ObservationLayout.from_dict(self.metadata["observation_layout"])
         self.mapping, self.normalization = self._parsed_metadata()
         self._run = self._load_network()
+        self._probe()
+
+    def _probe(self) -> None:
+        """Run the network once on a zero observation: a network whose input or output size does not
+        match the metadata (another modality count, say) fails here, at load, with its sizes named."""
+        zero = np.zeros((1, self.layout.size), dtype=np.float32)
+        try:
+            actions = self._run(zero if self.normalization is None else self.normalization.apply(zero))
+        except Exception as error:  # onnxruntime and torch.jit raise their own types for a shape mismatch
+            raise ArtifactError(
+                f"policy artifact {self.path}: the network does not take the layout's {self.layout.size}-value observations "
+                f"({self.layout.n_modalities} modalities): {type(error).__name__}: {error}"
+            ) from None
+        if np.shape(actions) != (1, self.mapping.n_modalities) or not np.isfinite(actions).all():
+            raise ArtifactError(
+                f"policy artifact {self.path}: the network maps a [1, {self.layout.size}] observation to "
+                f"{np.shape(actions)} values{'' if np.isfinite(actions).all() else ' (not finite)'}, expected "
+                f"[1, {self.mapping.n_modalities}] finite actions, one per modality"
+            )
 
     def _parsed_metadata(self) -> tuple[QuantityMapping, ObservationNormalization | None]:
         """Mapping and normalisation from the metadata, with every field checked against the layout."""
@@ -222,9 +260,10 @@ class PolicyArtifact:
             if mapping.n_modalities != self.layout.n_modalities:
                 raise ValueError("action mapping and observation layout disagree on the modality count")
             part = "env_config"
-            for key in ("iterations_per_step", "decision_steps"):
-                if int(self.metadata["env_config"][key]) < 1:
-                    raise ValueError(f"{key} must be >= 1")
+            for key in ("iterations_per_step", "decision_steps", "base_batch_size"):
+                value = self.metadata["env_config"][key]
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    raise ValueError(f"{key}={value!r}: expected an integer >= 1")
             part = "observation_normalization"
             values = self.metadata.get("observation_normalization")
             normalization = None if values is None else ObservationNormalization.from_dict(values)
@@ -256,10 +295,16 @@ class PolicyArtifact:
     def _load_network(self) -> Callable[[np.ndarray], np.ndarray]:
         name = ONNX_FILE if self.backend == "onnx" else TORCHSCRIPT_FILE
         file = self.path / name
-        expected = self.metadata.get("sha256", {}).get(name)
+        checksums = self.metadata.get("sha256")
+        expected = checksums.get(name) if isinstance(checksums, dict) else None
         if not file.is_file():
             raise ArtifactError(f"artifact {self.path} has no {name}")
-        if expected is not None and _sha256(file) != expected:
+        if not isinstance(expected, str):
+            raise ArtifactError(
+                f"artifact {self.path}: {METADATA_FILE} lists no sha256 for {name}, so the network cannot be verified; "
+                "export the policy again"
+            )
+        if _sha256(file) != expected:
             raise ArtifactError(f"artifact {self.path}: {name} is corrupt (checksum differs from metadata.json)")
         if self.backend == "onnx":
             import onnxruntime

@@ -17,6 +17,8 @@ An all-zero action gives ``n_j = B`` for every modality in both modes (uniform s
 
 from __future__ import annotations
 
+import numbers
+
 import math
 from dataclasses import dataclass
 
@@ -43,6 +45,10 @@ class QuantityMapping:
     budget: str = "fixed"
 
     def __post_init__(self) -> None:
+        for name in ("n_modalities", "base_batch_size", "min_quantity", "max_quantity"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"{name}={value!r} is invalid: expected an integer >= 1")
         if not 1 <= self.min_quantity <= self.base_batch_size <= self.max_quantity:
             raise ValueError(
                 "quantity range is invalid: need 1 <= min_quantity <= base_batch_size <= max_quantity, got "
@@ -129,3 +135,21 @@ class QuantityMapping:
                 floors[j] += 1
                 spare -= 1
         return floors
+
+
+def as_action_array(action: object, shape: tuple[int, ...], name: str = "action") -> np.ndarray:
+    """``action`` as a float64 array of exactly ``shape``, or a ``ValueError`` that names the expected shape.
+
+    Gymnasium's ``Box.contains`` semantics: the shape must match exactly (``(1, M)`` or ``(M, 1)`` is
+    not ``(M,)``), and the values must be real numbers: strings, bools and complex numbers are refused
+    rather than converted (``True`` would read as 1.0, ``1j`` lose its imaginary part).
+    """
+    try:
+        array = np.asarray(action) if not isinstance(action, (str, bytes)) else np.asarray([action])
+    except (TypeError, ValueError) as error:  # ragged nested lists
+        raise ValueError(f"{name} must be real numbers of shape {shape}: {error}") from None
+    if array.dtype.kind not in "iuf":
+        raise ValueError(f"{name} must hold real numbers (shape {shape}), got dtype {array.dtype}: {action!r}"[:300])
+    if array.shape != shape:
+        raise ValueError(f"{name} has shape {array.shape}, expected {shape}: one value per modality")
+    return array.astype(np.float64, copy=False)

@@ -472,13 +472,27 @@ class DUSSampler:
         :param labels: one label tensor for all modalities (same samples), or one per modality.
         :param loss: the iteration's training loss (for the ``train_loss`` slot); optional.
         """
-        if len(logits) != self.mapping.n_modalities:
-            raise ValueError(f"logits for {len(logits)} modalities given, expected {self.mapping.n_modalities}")
+        if isinstance(logits, torch.Tensor) or len(logits) != self.mapping.n_modalities:
+            given = "one tensor" if isinstance(logits, torch.Tensor) else f"{len(logits)} tensors"
+            raise ValueError(f"logits: {given} given, expected a list of {self.mapping.n_modalities} tensors [n_j, n_classes], one per modality")
+        if isinstance(labels, torch.Tensor) and labels.ndim != 1:
+            raise ValueError(f"labels of shape {tuple(labels.shape)} are invalid: expected class ids [n] (not one-hot), "
+                             "or a list of one such tensor per modality")
         per_modality = [labels] * len(logits) if isinstance(labels, torch.Tensor) else list(labels)
         if len(per_modality) != len(logits):
-            raise ValueError(f"labels for {len(per_modality)} modalities given, expected {len(logits)}")
+            raise ValueError(f"labels: {len(per_modality)} tensors given, expected one tensor of class ids for all "
+                             f"modalities or a list of {len(logits)}, one per modality")
         scores = torch.empty(len(logits))
         for j, (modality_logits, modality_labels) in enumerate(zip(logits, per_modality)):
+            if not isinstance(modality_logits, torch.Tensor) or not modality_logits.is_floating_point():
+                raise ValueError(f"logits[{j}] must be a float torch.Tensor [n_{j}, n_classes], got {type(modality_logits).__name__}"
+                                 + (f" of dtype {modality_logits.dtype}" if isinstance(modality_logits, torch.Tensor) else ""))
+            if (not isinstance(modality_labels, torch.Tensor) or modality_labels.ndim != 1
+                    or modality_labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8)):
+                kind = (f"a tensor of shape {tuple(modality_labels.shape)} and dtype {modality_labels.dtype}"
+                        if isinstance(modality_labels, torch.Tensor) else f"a {type(modality_labels).__name__}")
+                raise ValueError(f"labels for modality {j} must be an integer torch.Tensor of class ids [n_{j}] "
+                                 f"(torch.as_tensor(y, dtype=torch.long) converts numpy arrays and lists), got {kind}")
             if modality_logits.ndim != 2 or modality_logits.shape[0] != modality_labels.shape[0]:
                 raise ValueError(
                     f"modality {j}: logits of shape {tuple(modality_logits.shape)} do not match "

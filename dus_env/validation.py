@@ -112,3 +112,14 @@ def check_device(owner: str, field: str, value: Any) -> None:
         index = int(value[5:]) if ":" in value else 0
         if index >= torch.cuda.device_count():
             fail(owner, field, value, f"this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
+def check_bool(owner: str, field: str, value: Any) -> None:
+    """A true/false field: ``"no"`` or ``1`` is not a bool (a non-empty string would read as true)."""
+    if not isinstance(value, bool):
+        fail(owner, field, value, "expected true or false")
+
+
+#: Largest signal, reward or penalty scale a config accepts: products of such values with unit-scale
+#: features and accuracies stay far inside float32 (about 3.4e38) through every forward pass.
+MAX_SCALE = 1e6

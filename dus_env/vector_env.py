@@ -20,6 +20,7 @@ from gymnasium.vector.utils import batch_space
 from .config import EnvConfig
 from .core import StepOutcome
 from .env import build_core, check_render_mode, episode_seeds, render_status, single_spaces
+from .quantities import as_action_array
 
 #: Per-env ``info`` entries of every step (and reset), with their row in a :class:`StepOutcome`.
 STEP_INFO_KEYS = (
@@ -195,12 +196,7 @@ class DUSVectorEnv(VectorEnv):
     def _quantities(self, actions: np.ndarray, ignored: np.ndarray) -> np.ndarray:
         """Integer quantities ``[N, M]`` from ``actions``; envs in ``ignored`` (being reset) get uniform ones."""
         expected = (self.num_envs, self.n_modalities)
-        try:
-            values = np.asarray(actions, dtype=np.float64)
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"actions must be real numbers of shape {expected}: {error}") from None
-        if values.shape != expected:
-            raise ValueError(f"actions have shape {values.shape}, expected {expected}: one action of {self.n_modalities} values per env")
+        values = as_action_array(actions, expected, "actions")
         quantities = np.empty(expected, dtype=np.int64)
         for env in range(self.num_envs):
             if ignored[env]:

@@ -130,7 +130,8 @@ def test_corrupt_or_missing_artifact_files_are_named(ppo_artifact, tmp_path: Pat
         (lambda m: m["action_mapping"].update(n_modalities=3), "invalid action_mapping.*disagree"),
         (lambda m: m["observation_layout"].pop("n_modalities"), "observation_layout.n_modalities"),
         (lambda m: m["env_config"].pop("iterations_per_step"), "invalid env_config"),
-        (lambda m: m["observation_normalization"].update(var=[1.0, 2.0]), "invalid observation_normalization.*one per observation slot"),
+        (lambda m: m["observation_normalization"].update(var=[1.0, 2.0]), "invalid observation_normalization.*two vectors of one length"),
+        (lambda m: m["observation_normalization"].update(var=[1.0, 2.0], mean=[0.0, 0.0]), "invalid observation_normalization.*one per observation slot"),
         (lambda m: m["observation_normalization"].pop("mean"), "invalid observation_normalization"),
     ],
 )
@@ -206,7 +207,7 @@ def test_sampler_observe_scores_logits_like_the_learner() -> None:
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda s: s.observe([torch.zeros(4, 3)], torch.zeros(4, dtype=torch.long)), "logits for 1 modalities"),
+        (lambda s: s.observe([torch.zeros(4, 3)], torch.zeros(4, dtype=torch.long)), "logits: 1 tensors given, expected a list of 2"),
         (lambda s: s.observe([torch.zeros(4, 3), torch.zeros(5, 3)], torch.zeros(4, dtype=torch.long)), "modality 1: logits of shape"),
         (lambda s: s.observe([torch.zeros(4, 3), torch.zeros(4, 7)], torch.zeros(4, dtype=torch.long)), "7 classes, expected 3"),
         (lambda s: s.observe([torch.zeros(4, 3)] * 2, torch.zeros(4, dtype=torch.long), loss=float("nan")), "diverged"),

@@ -22,7 +22,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import dus_env
 from agents.callbacks import EvaluationLog, next_multiple, record_info_scalars, save_sb3_checkpoint, sb3_checkpoint_names
 from agents.reinforce import ReinforceAgent
-from agents.runs import UsageError, latest_checkpoint, parse_env_kwargs, resolve_run
+from agents.manifest import load_manifest
+from agents.runs import RunStart, UsageError, parse_env_kwargs, resolve_run
 from agents.run_files import REINFORCE_CHECKPOINT_PREFIX, SB3_CHECKPOINT_PREFIX
 from agents.sb3_agent import SB3Agent
 from agents.training import RESUME_SEED_BASE, RESUME_SEED_SPAN, reinforce_checkpoint, resume_seed, train_sb3
@@ -106,31 +107,25 @@ def test_bad_input_is_one_line_and_exit_code_2(argv: list[str], message: str, tm
     assert not (tmp_path / "run").exists()  # nothing written for a run that never started
 
 
+def newest_recorded_checkpoint(run_dir: Path) -> int | None:
+    """Steps of the newest checkpoint the run's manifest lists (the only ones ``--resume`` trusts)."""
+    manifest = load_manifest(run_dir) if run_dir.is_dir() else None
+    return max(manifest.checkpoints, default=None) if manifest is not None else None
+
+
 def test_an_existing_run_is_not_overwritten(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / "rl_model_128_steps.zip").touch()
     assert train_agent.main(["--run-dir", str(tmp_path / "run"), "--env-kwargs", TINY_JSON]) == train_agent.EXIT_USAGE
     assert "already holds a run: pass --resume" in capsys.readouterr().err
     assert train_agent.main(["--resume", "--run-dir", str(tmp_path / "none")]) == train_agent.EXIT_USAGE
     assert "nothing to resume" in capsys.readouterr().err
 
 
-def test_latest_checkpoint_ignores_statistics_and_other_files(tmp_path: Path) -> None:
-    assert latest_checkpoint(tmp_path / "missing") is None
-    for name in ("rl_model_512_steps.zip", "rl_model_1024_steps.zip", "rl_model_vecnormalize_4096_steps.pkl",
-                 "reinforce_768_steps.pt", ".rl_model_9999_steps.zip.x.tmp", "notes_99999_steps.txt"):
-        (tmp_path / name).touch()
-    assert latest_checkpoint(tmp_path) == 1024
-
-
-def test_checkpoints_are_written_under_the_names_resume_looks_for(tmp_path: Path) -> None:
+def test_checkpoints_are_written_under_the_names_the_loaders_look_for(tmp_path: Path) -> None:
     run = resolve_run(train_agent.parse_args(["--algo", "reinforce", "--run-dir", str(tmp_path), "--env-kwargs", TINY_JSON]))
     names = [sb3_checkpoint_names(512)[0], reinforce_checkpoint(run, 768).name]
     assert names == [f"{SB3_CHECKPOINT_PREFIX}_512_steps.zip", f"{REINFORCE_CHECKPOINT_PREFIX}_768_steps.pt"]
-    run.checkpoint_dir.mkdir()
-    (run.checkpoint_dir / names[0]).touch()
-    assert latest_checkpoint(run.checkpoint_dir) == 512
-    reinforce_checkpoint(run, 768).touch()
-    assert latest_checkpoint(run.checkpoint_dir) == 768
 
 
 class RecordingLogger:
@@ -187,7 +182,7 @@ def test_a_resumed_sb3_run_never_trains_on_evaluation_seeds(tmp_path: Path, monk
     ]))
     model = A2C("MlpPolicy", DummyVecEnv([tiny_env]), n_steps=8, device="cpu")
     model.num_timesteps = 10_000
-    save_sb3_checkpoint(model, run.checkpoint_dir, 10_000)
+    save_sb3_checkpoint(model, run.run_dir, 10_000)
     reset_seeds: list[int | None] = []
     original_reset = dus_env.DUSEnv.reset
 
@@ -196,7 +191,7 @@ def test_a_resumed_sb3_run_never_trains_on_evaluation_seeds(tmp_path: Path, monk
         return original_reset(self, seed=seed, options=options)
 
     monkeypatch.setattr(dus_env.DUSEnv, "reset", recording_reset)
-    trained, interrupted = train_sb3(run, 10_000, progress=False)
+    trained, interrupted = train_sb3(RunStart(run, [10_000]), progress=False)
     assert not interrupted and trained.num_timesteps == 10_008
     assert [seed for seed in reset_seeds if seed is not None] == [resume_seed(run.seed, 10_000)]
 
@@ -290,7 +285,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path: Path) -> None:
             "--env-kwargs", TINY_JSON, "--hyperparams", "n_steps=32", "batch_size=32", *FAST_EVAL]
     process = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 90
-    while latest_checkpoint(run_dir / "checkpoints") is None and time.monotonic() < deadline:
+    while newest_recorded_checkpoint(run_dir) is None and time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()
         time.sleep(0.2)
     time.sleep(1.0)
@@ -299,7 +294,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path: Path) -> None:
     assert process.returncode == train_agent.EXIT_INTERRUPTED, err
     assert "Traceback" not in err
     assert f"Resume with: python train_agent.py --resume --run-dir {run_dir}" in out
-    done = latest_checkpoint(run_dir / "checkpoints")
+    done = newest_recorded_checkpoint(run_dir)
     assert done is not None and done % 64 == 0  # taken between updates (rollouts of 32 steps x 2 envs)
     assert f"checkpoint saved at {done:,} of 100,000 steps" in out
     assert (run_dir / "checkpoints" / f"rl_model_vecnormalize_{done}_steps.pkl").is_file()
@@ -310,7 +305,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert f"resuming {run_dir} at {done:,} of {total:,} steps" in result.stdout
     assert f"{total:,} steps" in result.stdout.splitlines()[-1]
-    assert (run_dir / "final_model.zip").is_file() and latest_checkpoint(run_dir / "checkpoints") == total
+    assert (run_dir / "final_model.zip").is_file() and newest_recorded_checkpoint(run_dir) == total
     assert SB3Agent.load(run_dir, tiny_env()).model.num_timesteps == total
 
 

@@ -26,7 +26,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..validation import as_tuple, check_int, check_split_fractions, fail
+from ..validation import as_tuple, check_bool, check_int, check_split_fractions, fail
 from .base import Task, make_task, stratified_split
 
 MODALITY_PREFIX = "modality_"
@@ -59,7 +59,12 @@ class FeaturesTaskConfig:
     def __post_init__(self) -> None:
         owner = type(self).__name__
         if self.path is not None:
+            if not isinstance(self.path, (str, os.PathLike)):
+                fail(owner, "path", self.path, "expected the path of a .npz file (a string)")
             object.__setattr__(self, "path", os.fspath(self.path))
+            if not str(self.path).endswith(".npz"):
+                fail(owner, "path", self.path, "expected a .npz file (numpy.savez), the format in dus_env.tasks.features")
+        check_bool(owner, "standardize", self.standardize)
         if self.modalities is not None:
             modalities = as_tuple(owner, "modalities", self.modalities)
             if not modalities:
@@ -172,11 +177,16 @@ def _validated_modality(path: str, name: str, x: np.ndarray, n_samples: int) -> 
         )
     if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
         raise FeatureFileError(f"features file {path!r}: {key!r} must be numeric, got dtype {x.dtype}")
-    bad = ~np.isfinite(x)
+    if x.shape[1] == 0:
+        raise FeatureFileError(f"features file {path!r}: {key!r} has no features (shape {x.shape}): every modality needs at least one column")
+    # The model trains in float32: a finite float64 value beyond about 3.4e38 would become inf there.
+    with np.errstate(over="ignore"):
+        bad = ~np.isfinite(x.astype(np.float32))
     if bad.any():
         rows = np.flatnonzero(bad.any(axis=1))
         raise FeatureFileError(
-            f"features file {path!r}: {key!r} holds NaN/inf values in {len(rows)} rows (first: row {int(rows[0])})"
+            f"features file {path!r}: {key!r} holds NaN/inf values, or values too large for float32 (|x| > 3.4e38), "
+            f"in {len(rows)} rows (first: row {int(rows[0])})"
         )
     return x
 

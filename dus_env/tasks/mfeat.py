@@ -22,7 +22,7 @@ from importlib import resources
 
 import numpy as np
 
-from ..validation import as_tuple, check_int, check_split_fractions, fail
+from ..validation import as_tuple, check_bool, check_int, check_split_fractions, fail
 from .base import Task, make_task, pad_features, stratified_split
 
 MFEAT_VIEWS = ("fou", "fac", "kar", "pix", "zer", "mor")
@@ -67,6 +67,7 @@ class MFeatTaskConfig:
             if len({frozenset(view_set) for view_set in views}) != len(views):
                 fail(owner, "views", views, "each view set may appear once (in any order: modality order is the env's shuffle_modalities)")
         object.__setattr__(self, "views", views)
+        check_bool(owner, "standardize", self.standardize)
         check_split_fractions(owner, self.val_fraction, self.test_fraction)
         if self.data_seed is not None:
             check_int(owner, "data_seed", self.data_seed, 0)

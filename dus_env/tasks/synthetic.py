@@ -28,7 +28,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from ..validation import as_tuple, check_float, check_int, check_length, fail
+from ..validation import MAX_SCALE, as_tuple, check_float, check_int, check_length, fail
 from .base import Task, make_task
 
 #: A per-modality value: fixed, or a ``(low, high)`` range drawn per instance.
@@ -95,7 +95,7 @@ class SyntheticTaskConfig:
         check_int(owner, "n_modalities", self.n_modalities, 1, 16)
         check_int(owner, "n_classes", self.n_classes, 2, 1000)
         check_int(owner, "feature_dim", self.feature_dim, 1, 100_000)
-        for name, high in (("signal_strengths", np.inf), ("corruption_rates", 1.0)):
+        for name, high in (("signal_strengths", MAX_SCALE), ("corruption_rates", 1.0)):
             values = tuple(_as_range(owner, name, v) for v in as_tuple(owner, name, getattr(self, name)))
             object.__setattr__(self, name, values)
             check_length(owner, name, values, self.n_modalities, "modality")
