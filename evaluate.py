@@ -78,7 +78,8 @@ from agents.cli import merge_nested
 from agents.plots import plot_final_accuracy, plot_trajectories
 from agents.results import environment_versions, episode_row, trace_rows, write_csv, write_json, write_text
 from agents.rollout import EpisodeResult
-from agents.result_files import read_finished, remove_stale_generations, write_result_set
+from agents.folder_lock import FolderInUseError, lock_folder
+from agents.result_files import FinishedEpisode, plain_kwargs, read_finished, remove_stale_generations, write_result_set
 from agents.trust import ENV_VAR
 
 SUITES_FILE = Path(__file__).resolve().parent / "suites.yml"
@@ -228,18 +229,32 @@ def write_episodes(out: Path, plan: BenchmarkPlan, results: list[EpisodeResult])
     env_order = {env_id: i for i, env_id in enumerate(plan.env_ids)}
     agent_order = {agent.label: i for i, agent in enumerate(plan.agents)}
     ordered = sorted(results, key=lambda r: (env_order[r.env_id], agent_order[r.agent], r.seed))
+    specs = {agent.label: agent for agent in plan.agents}
     write_result_set(out, [episode_row(r, plan.spec_of(r.agent, r.env_id)) for r in ordered],
-                     [row for r in ordered for row in trace_rows(r)], ordered)
+                     [row for r in ordered for row in trace_rows(r)],
+                     [FinishedEpisode(plan.spec_of(r.agent, r.env_id), plain_kwargs(plan.env_kwargs_of(specs[r.agent])), r)
+                      for r in ordered])
 
 
 def finished_episodes(out: Path, plan: BenchmarkPlan) -> list[EpisodeResult]:
-    """``--resume``: the episodes of the plan that ``out`` already holds (same env, agent, spec and seed)."""
-    wanted = {(job.env_id, job.label, job.spec, job.seed) for job in plan.jobs()}
-    finished = []
-    for result in read_finished(out):
-        spec = plan.spec_of(result.agent, result.env_id) if any(a.label == result.agent for a in plan.agents) else None
-        if (result.env_id, result.agent, spec, result.seed) in wanted:
+    """``--resume``: the episodes ``out`` already holds. Each must be one the plan would run, with
+    the same agent spec and env kwargs; otherwise resuming would mix two evaluations (or drop the
+    episodes outside the plan), and it is refused.
+
+    :raises ValueError: naming an episode that does not fit.
+    """
+    jobs = {(job.env_id, job.label, job.seed): job for job in plan.jobs()}
+    finished, foreign = [], []
+    for record in read_finished(out):
+        result = record.result
+        job = jobs.get((result.env_id, result.agent, result.seed))
+        if job is None or job.spec != record.spec or plain_kwargs(job.env_kwargs) != record.env_kwargs:
+            foreign.append(f"{result.agent} ({record.spec}) on {result.env_id} seed {result.seed} with env kwargs {record.env_kwargs}")
+        else:
             finished.append(result)
+    if foreign:
+        raise ValueError(f"{out} holds {len(foreign)} episodes this evaluation would not run, e.g. {foreign[0]}: resume with "
+                         "the options of the interrupted evaluation, or use another --out")
     return finished
 
 
@@ -276,16 +291,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.out or f"results/{datetime.now():%Y%m%d-%H%M%S}")
     try:
+        lock_folder(out, "evaluate.py")
         results: list[EpisodeResult] = finished_episodes(out, plan) if args.resume else []
-    except ValueError as exc:
+    except (ValueError, FolderInUseError) as exc:
         print(f"evaluate.py: error: {exc}", file=sys.stderr)
         return 2
     if not args.resume and (out / "episodes.csv").exists():
         print(f"evaluate.py: error: {out} already holds results: pass --resume to finish that evaluation, or another --out",
               file=sys.stderr)
         return 2
-    if out.is_dir():
-        remove_stale_generations(out)
+    remove_stale_generations(out)
     done = {(r.env_id, r.agent, r.seed) for r in results}
     jobs = [job for job in plan.jobs() if (job.env_id, job.label, job.seed) not in done]
     if args.resume:
@@ -302,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         progress.close()
         write_episodes(out, plan, results)
         kept = f"kept in {out / 'episodes.csv'}" if results else "finished, nothing written"
-        print(f"evaluate.py: interrupted: {len(results)}/{len(jobs)} episodes {kept}", file=sys.stderr)
+        print(f"evaluate.py: interrupted: {len(results)}/{len(plan.jobs())} episodes {kept}", file=sys.stderr)
         return 130
     except Exception as exc:  # a batch failed: keep what finished, say where the details are
         progress.close()

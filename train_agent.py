@@ -48,7 +48,7 @@ import torch
 
 import dus_env
 from agents.baselines import UniformAgent
-from agents.runs import Run, UsageError, read_manifest, remove_stale_files, resume_run, start_run
+from agents.runs import Run, UsageError, lock_run, read_manifest, remove_stale_files, resume_run, start_run
 from agents.sb3_agent import HyperparamsError
 from agents.training import Trained, as_agent, evaluate_agent, export_only, export_policy, train_reinforce, train_sb3
 from dus_env.faults import fault_point
@@ -155,9 +155,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def export_command(args: Args) -> int:
     """``--export-only``: export a run's final model (or a checkpoint) again, checked against its manifest."""
     try:
-        run, _ = resume_run(args)
+        run, config = resume_run(args)
+        lock_run(run.run_dir)
         remove_stale_files(run.run_dir)
-        out_dir = export_only(run, read_manifest(run), args.checkpoint)
+        out_dir = export_only(run, read_manifest(run, config), args.checkpoint)
     except (UsageError, dus_env.ConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -256,15 +256,21 @@ def save_sb3_checkpoint(model: BaseAlgorithm, run_dir: Path, timesteps: int, ext
     record_checkpoint(run_dir, timesteps, [*written, *extra])
 
 
+_holding = threading.local()
+
+
 @contextmanager
-def deferred_interrupts(reraise: bool = True) -> Iterator[None]:
+def deferred_interrupts(reraise: bool = True) -> Iterator[list[int]]:
     """Hold Ctrl-C until the block (a save) is done: a second Ctrl-C must not leave a half-saved run.
 
-    :param reraise: raise ``KeyboardInterrupt`` after the block if Ctrl-C came during it (``False``
-        when the process is already stopping because of an earlier one).
+    Yields the list of signals held. After the block, a held Ctrl-C goes where it would have gone:
+    ``KeyboardInterrupt`` under Python's default handler (only with ``reraise``; ``False`` when the
+    caller is already stopping and reads the list), the previous handler if one was installed,
+    nowhere if SIGINT was ignored. Nested blocks defer to the outermost one; off the main thread
+    (where signal handlers cannot be set) nothing is held.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
+    if threading.current_thread() is not threading.main_thread() or getattr(_holding, "active", False):
+        yield []
         return
     received: list[int] = []
 
@@ -274,9 +280,16 @@ def deferred_interrupts(reraise: bool = True) -> Iterator[None]:
         received.append(signum)
 
     previous = signal.signal(signal.SIGINT, hold)
+    _holding.active = True
     try:
-        yield
+        yield received
     finally:
+        _holding.active = False
         signal.signal(signal.SIGINT, previous)
-    if received and reraise:
-        raise KeyboardInterrupt
+    if not received or previous is signal.SIG_IGN:
+        return
+    if previous is signal.default_int_handler or previous in (None, signal.SIG_DFL):
+        if reraise:
+            raise KeyboardInterrupt
+    elif callable(previous):
+        previous(signal.SIGINT, None)

@@ -40,7 +40,9 @@ class RunManifest:
     :param config_hash: :func:`config_hash` of its settings.
     :param checkpoints: env steps -> {file path relative to the run folder: sha256}.
     :param final: the final model's files, once written.
+    :param final_steps: the env steps that final model was trained for.
     :param export: the exported policy's files, once written.
+    :param export_steps: the env steps of the model that was exported.
     """
 
     algo: str
@@ -48,7 +50,9 @@ class RunManifest:
     config_hash: str
     checkpoints: dict[int, dict[str, str]] = field(default_factory=dict)
     final: dict[str, str] | None = None
+    final_steps: int | None = None
     export: dict[str, str] | None = None
+    export_steps: int | None = None
     version: int = MANIFEST_VERSION
 
     def to_json(self) -> str:
@@ -123,11 +127,22 @@ def record_checkpoint(run_dir: Path, steps: int, paths: Iterable[Path]) -> None:
     _update(run_dir, lambda manifest: manifest.checkpoints.__setitem__(steps, records))
 
 
-def record_final(run_dir: Path, paths: Iterable[Path]) -> None:
+def record_final(run_dir: Path, paths: Iterable[Path], steps: int) -> None:
+    """The final model of ``steps`` env steps is written (a run extended later needs a new one)."""
     records = file_records(run_dir, paths)
-    _update(run_dir, lambda manifest: setattr(manifest, "final", records))
+    _update(run_dir, lambda manifest: (setattr(manifest, "final", records), setattr(manifest, "final_steps", steps)))
 
 
-def record_export(run_dir: Path, folder: Path) -> None:
+def record_export(run_dir: Path, folder: Path, steps: int) -> None:
+    """The export of a model of ``steps`` env steps is written."""
     records = file_records(run_dir, sorted(p for p in folder.iterdir() if p.is_file()))
-    _update(run_dir, lambda manifest: setattr(manifest, "export", records))
+    _update(run_dir, lambda manifest: (setattr(manifest, "export", records), setattr(manifest, "export_steps", steps)))
+
+
+def missing_outputs(run_dir: Path, manifest: RunManifest, steps: int) -> list[str]:
+    """What a run trained for ``steps`` still lacks: its final model and export must be intact *and* of those steps."""
+    missing = []
+    for what, files, done in (("final model", manifest.final, manifest.final_steps), ("export", manifest.export, manifest.export_steps)):
+        if files is None or done != steps or damage(run_dir, files) is not None:
+            missing.append(what)
+    return missing

@@ -33,8 +33,17 @@ FILES = ("episodes.csv", "traces.csv")
 RESULTS_FILE = "episodes.jsonl"
 
 
+@dataclasses.dataclass(frozen=True)
+class FinishedEpisode:
+    """One line of ``episodes.jsonl``: the episode's result and exactly what produced it."""
+
+    spec: str
+    env_kwargs: dict[str, Any]
+    result: EpisodeResult
+
+
 def write_result_set(out: Path, episodes: Sequence[Mapping[str, Any]], traces: Sequence[Mapping[str, Any]],
-                     results: Sequence[EpisodeResult]) -> None:
+                     finished: Sequence[FinishedEpisode]) -> None:
     """Write the CSV rows and the full results as one new generation and switch to it atomically."""
     out.mkdir(parents=True, exist_ok=True)
     generation = Path(tempfile.mkdtemp(prefix=GENERATION_PREFIX, dir=out))
@@ -42,7 +51,7 @@ def write_result_set(out: Path, episodes: Sequence[Mapping[str, Any]], traces: S
     try:
         write_csv(generation / "episodes.csv", episodes)
         write_csv(generation / "traces.csv", traces)
-        write_text(generation / RESULTS_FILE, "".join(json.dumps(dataclasses.asdict(r), default=_plain) + "\n" for r in results))
+        write_text(generation / RESULTS_FILE, "".join(json.dumps(dataclasses.asdict(f), default=_plain) + "\n" for f in finished))
         fault_point("mid_results")
         _switch(out, generation.name)
     except BaseException:
@@ -53,22 +62,29 @@ def write_result_set(out: Path, episodes: Sequence[Mapping[str, Any]], traces: S
     remove_stale_generations(out)
 
 
-def read_finished(out: Path) -> list[EpisodeResult]:
+def read_finished(out: Path) -> list[FinishedEpisode]:
     """The episodes of the output folder's current set (empty if it has none)."""
     path = out / CURRENT / RESULTS_FILE
     if not path.is_file():
+        if (out / "episodes.csv").exists():
+            raise ValueError(f"{out} holds results of an evaluate.py from before dus_env 0.4 (no {CURRENT}/{RESULTS_FILE}): "
+                             "they cannot be resumed; use another --out")
         return []
     results = []
     for number, line in enumerate(path.read_text().splitlines(), 1):
         try:
-            results.append(EpisodeResult(**json.loads(line)))
-        except (json.JSONDecodeError, TypeError) as error:
+            record = json.loads(line)
+            results.append(FinishedEpisode(record["spec"], record["env_kwargs"], EpisodeResult(**record["result"])))
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
             raise ValueError(f"{path} line {number} is damaged ({error}): start the evaluation in a new --out folder") from None
     return results
 
 
 def remove_stale_generations(out: Path) -> None:
-    """Remove generation folders the current set does not use (a kill before a switch leaves one)."""
+    """Remove generation folders the current set does not use (a kill before a switch leaves one).
+    Only ``.episodes-*`` folders and ``.episodes.new-*`` links, which nothing but this module makes."""
+    if not out.is_dir():
+        return
     current = os.readlink(out / CURRENT) if (out / CURRENT).is_symlink() else None
     for path in out.glob(GENERATION_PREFIX + "*"):
         if path.is_dir() and path.name != current:
@@ -93,6 +109,11 @@ def _ensure_link(path: Path, target: str) -> None:
     staging.unlink(missing_ok=True)
     staging.symlink_to(target)
     os.replace(staging, path)
+
+
+def plain_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``kwargs`` as they read back from JSON (tuples become lists), for comparing a plan with a record."""
+    return json.loads(json.dumps(dict(kwargs), default=_plain))
 
 
 def _plain(value: Any) -> Any:

@@ -27,7 +27,8 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 import dus_env
 
 from . import cli
-from .manifest import MANIFEST_FILE, ManifestError, RunManifest, config_hash, damage, load_manifest, save_manifest
+from .folder_lock import FolderInUseError, lock_folder
+from .manifest import MANIFEST_FILE, ManifestError, RunManifest, config_hash, damage, load_manifest, missing_outputs, save_manifest
 from .reinforce import ReinforceConfig
 from .results import package_versions, write_text
 from .run_files import CHECKPOINT_DIR, CONFIG_FILE, REINFORCE_CHECKPOINT_PREFIX, REINFORCE_FINAL_FILE, SB3_CHECKPOINT_PREFIX, SB3_FINAL_FILE
@@ -115,12 +116,6 @@ class Run:
         defaults = {"torch_threads": None} if self.vec == "native" else {}
         return gym.make(self.env_id, **{**defaults, **self.env_kwargs})
 
-    def settings_hash(self) -> str:
-        """:func:`agents.manifest.config_hash` of what defines the run: all but the step budget."""
-        hyperparams = {k: v for k, v in self.hyperparams.items() if k != "n_timesteps"}
-        return config_hash(_plain({"algo": self.algo, "env_id": self.env_id, "env_kwargs": self.env_kwargs, "seed": self.seed,
-                                   "hyperparams": hyperparams, "n_envs": self.n_envs, "env_config": self.env_config.to_dict()}))
-
     def to_config(self) -> dict[str, Any]:
         """What ``config.yml`` holds: enough to rerun or resume, plus provenance."""
         return _plain({
@@ -175,29 +170,37 @@ def start_run(options: RunOptions) -> RunStart | None:
     """
     if not options.resume:
         run = resolve_run(options)
+        if (run.run_dir / CONFIG_FILE).exists() and not is_run_folder(run.run_dir):
+            raise UsageError(f"{run.run_dir} holds a {CONFIG_FILE} but no readable {MANIFEST_FILE}: it is not a run folder of "
+                             "this dus_env (or a run from before 0.4); choose another --run-dir")
+        lock_run(run.run_dir)
         remove_stale_files(run.run_dir)
         if holds_work(run.run_dir):
             raise UsageError(f"{run.run_dir} already holds a run: pass --resume to continue it, or --run-dir for a new one")
         reset_progress(run)  # what a run stopped before its first checkpoint logged in this folder
-        write_config(run.run_dir, run.to_config())
-        save_manifest(run.run_dir, RunManifest(run.algo, run.env_id, run.settings_hash()))
+        config = run.to_config()
+        # The manifest first: a folder with a run.json is a run folder (cleanup may touch it), one with a
+        # config.yml alone is not.
+        save_manifest(run.run_dir, RunManifest(run.algo, run.env_id, settings_hash(config)))
+        write_config(run.run_dir, config)
         return RunStart(run)
     run, config = resume_run(options)
+    lock_run(run.run_dir)
     remove_stale_files(run.run_dir)
-    manifest = read_manifest(run)
+    manifest = read_manifest(run, config)
     intact = intact_checkpoints(run, manifest)
     if not intact:
         if manifest.checkpoints:
             raise UsageError(f"no checkpoint of {run.run_dir} is intact (see above): start a new run with another --run-dir")
         print(f"{run.run_dir} has no checkpoint yet (stopped before the first one): starting the run from the beginning")
         reset_progress(run)
-        write_config(run.run_dir, {**run.to_config(), "restarted": {"command": sys.argv, "versions": training_versions()}})
-        save_manifest(run.run_dir, RunManifest(run.algo, run.env_id, run.settings_hash()))
+        restarted = {**run.to_config(), "restarted": {"command": sys.argv, "versions": training_versions()}}
+        save_manifest(run.run_dir, RunManifest(run.algo, run.env_id, settings_hash(restarted)))
+        write_config(run.run_dir, restarted)
         return RunStart(run)
     done = intact[0]
     if done >= run.total_timesteps:
-        missing = [name for name, files in (("final model", manifest.final), ("export", manifest.export))
-                   if files is None or damage(run.run_dir, files) is not None]
+        missing = missing_outputs(run.run_dir, manifest, done)
         if not missing:
             print(f"{run.run_dir} is complete: {done:,} of {run.total_timesteps:,} steps, final model and export in place "
                   "(pass a larger --timesteps to train on)")
@@ -208,8 +211,24 @@ def start_run(options: RunOptions) -> RunStart | None:
     return RunStart(run, intact, config)
 
 
-def read_manifest(run: Run) -> RunManifest:
-    """The run's manifest, checked against its ``config.yml``."""
+def settings_hash(config: dict[str, Any]) -> str:
+    """:func:`agents.manifest.config_hash` of what defines a run, from its ``config.yml`` values: all
+    but the step budget (``--resume --timesteps`` may raise it). Taken from the saved values, not
+    re-resolved ones, so that a field a later dus_env adds to ``EnvConfig`` does not change it."""
+    hyperparams = {k: v for k, v in config["hyperparams"].items() if k != "n_timesteps"}
+    return config_hash({key: config[key] for key in ("algo", "env_id", "env_kwargs", "seed", "n_envs", "env_config")}
+                       | {"hyperparams": hyperparams})
+
+
+def lock_run(run_dir: Path) -> None:
+    try:
+        lock_folder(run_dir, "train_agent.py")
+    except FolderInUseError as error:
+        raise UsageError(str(error)) from None
+
+
+def read_manifest(run: Run, config: dict[str, Any]) -> RunManifest:
+    """The run's manifest, checked against its ``config.yml`` (``config``)."""
     try:
         manifest = load_manifest(run.run_dir)
     except ManifestError as error:
@@ -219,7 +238,7 @@ def read_manifest(run: Run) -> RunManifest:
             f"{run.run_dir} has no {MANIFEST_FILE} (a run from before dus_env 0.4, or not a run folder): "
             "resume it with the dus_env version that started it, or start a new run"
         )
-    if manifest.config_hash != run.settings_hash() or manifest.algo != run.algo or manifest.env_id != run.env_id:
+    if manifest.config_hash != settings_hash(config) or manifest.algo != run.algo or manifest.env_id != run.env_id:
         raise UsageError(
             f"{run.run_dir / CONFIG_FILE} does not describe the run its checkpoints come from ({manifest.algo} on "
             f"{manifest.env_id}, settings hash {manifest.config_hash[:12]}): was it edited? Only --timesteps may change "
@@ -256,8 +275,12 @@ def holds_work(run_dir: Path) -> bool:
 
 
 def is_run_folder(folder: Path) -> bool:
-    """Whether ``folder`` was made by ``train_agent.py`` (only then are files in it removed)."""
-    return (folder / CONFIG_FILE).is_file() or (folder / MANIFEST_FILE).is_file()
+    """Whether ``folder`` was made by ``train_agent.py``, i.e. holds a readable manifest (only then are
+    files in it removed)."""
+    try:
+        return load_manifest(folder) is not None
+    except ManifestError:
+        return False
 
 
 def reset_progress(run: Run) -> None:

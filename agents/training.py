@@ -56,7 +56,10 @@ T = TypeVar("T")
 #: What a training loop returns: an SB3 model or a DUS-R agent.
 Trained = BaseAlgorithm | ReinforceAgent
 
-REPLAY_BUFFER_FILE = "replay_buffer.pkl"
+def replay_buffer_path(run: Run, timesteps: int) -> Path:
+    """An off-policy algorithm's replay buffer as of the checkpoint at ``timesteps`` (saved with the
+    checkpoints taken at a run's end or on Ctrl-C, not with the periodic ones: it is large)."""
+    return run.checkpoint_dir / f"replay_buffer_{timesteps}_steps.pkl"
 
 #: A resumed SB3 run reseeds its training envs with a seed in ``[RESUME_SEED_BASE, RESUME_SEED_BASE +
 #: RESUME_SEED_SPAN)`` (see :func:`resume_seed`): above every seed that evaluation uses (``evaluate.py``
@@ -172,10 +175,14 @@ def train_sb3(start: RunStart, progress: bool) -> tuple[BaseAlgorithm, bool]:
 
         model, venv = load_first(start, load)
         model.set_random_seed(resume_seed(run.seed, model.num_timesteps))
-        replay_buffer = run.checkpoint_dir / REPLAY_BUFFER_FILE
-        if hasattr(model, "replay_buffer") and replay_buffer.is_file():
-            allow_pickle_load(replay_buffer, "replay buffer")
-            model.load_replay_buffer(replay_buffer)
+        replay_buffer = replay_buffer_path(run, model.num_timesteps)
+        if hasattr(model, "replay_buffer"):
+            if replay_buffer.is_file():  # listed with its checkpoint, so checked with it
+                allow_pickle_load(replay_buffer, "replay buffer")
+                model.load_replay_buffer(replay_buffer)
+            else:
+                print(f"note: the checkpoint at {model.num_timesteps:,} steps has no replay buffer (periodic checkpoints "
+                      "do not keep one): training continues with an empty buffer", file=sys.stderr)
     else:
         if norm_kwargs is not None:
             venv = VecNormalize(venv, **norm_kwargs)
@@ -210,16 +217,17 @@ def train_sb3(start: RunStart, progress: bool) -> tuple[BaseAlgorithm, bool]:
         model.num_timesteps = checkpoints.trained_timesteps
         if progress_bar is not None and hasattr(progress_bar, "pbar"):
             progress_bar.pbar.close()
-    with deferred_interrupts(reraise=not interrupted):
-        extra = []
-        if getattr(model, "replay_buffer", None) is not None:
-            buffer = io.BytesIO()
-            model.save_replay_buffer(buffer)
-            extra.append(write_bytes(run.checkpoint_dir / REPLAY_BUFFER_FILE, buffer.getvalue()))
+    with deferred_interrupts(reraise=False) as held:
         if remaining > 0:
+            extra = []
+            if getattr(model, "replay_buffer", None) is not None:
+                buffer = io.BytesIO()
+                model.save_replay_buffer(buffer)
+                extra.append(write_bytes(replay_buffer_path(run, model.num_timesteps), buffer.getvalue()))
             save_sb3_checkpoint(model, run.run_dir, model.num_timesteps, extra)
         if not interrupted:
-            record_final(run.run_dir, save_sb3(model, run.run_dir, SB3_FINAL_FILE, VECNORMALIZE_FILE, fault="mid_final"))
+            record_final(run.run_dir, save_sb3(model, run.run_dir, SB3_FINAL_FILE, VECNORMALIZE_FILE, fault="mid_final"), model.num_timesteps)
+    interrupted = interrupted or bool(held)  # a Ctrl-C during the final save stops before the evaluation and export
     shutdown(venv, interrupted)
     if eval_venv is not None:
         eval_venv.close()
@@ -304,13 +312,14 @@ def train_reinforce(start: RunStart, progress: bool) -> tuple[ReinforceAgent, bo
     finally:
         if bar is not None:
             bar.close()
-    with deferred_interrupts(reraise=not interrupted):
+    with deferred_interrupts(reraise=False) as held:
         if remaining > 0:
             save_reinforce_checkpoint(agent, run)
         if not interrupted:
             final = run.run_dir / REINFORCE_FINAL_FILE
             agent.save(final, fault="mid_final")
-            record_final(run.run_dir, [final])
+            record_final(run.run_dir, [final], agent.num_timesteps)
+    interrupted = interrupted or bool(held)  # a Ctrl-C during the final save stops before the evaluation and export
     logger.close()
     shutdown(venv, interrupted)
     return agent, interrupted
@@ -338,7 +347,7 @@ def export_policy(run: Run, trained: Trained) -> Path:
             export_reinforce_policy(trained, run.env_config, out_dir, metadata)
         else:
             export_sb3_policy(trained, trained.get_vec_normalize_env(), run.env_config, out_dir, metadata)
-        record_export(run.run_dir, out_dir)
+        record_export(run.run_dir, out_dir, trained.num_timesteps)
     return out_dir
 
 
@@ -384,7 +393,7 @@ def export_only(run: Run, manifest: RunManifest, checkpoint: int | None) -> Path
             out_dir = run.run_dir / "exported"
             with deferred_interrupts():
                 export_sb3_policy(agent.model, agent.vec_normalize, run.env_config, out_dir, _export_metadata(run, agent.model.num_timesteps))
-                record_export(run.run_dir, out_dir)
+                record_export(run.run_dir, out_dir, agent.model.num_timesteps)
     finally:
         env.close()
     return out_dir

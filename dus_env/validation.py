@@ -10,6 +10,8 @@ import math
 import numbers
 from typing import Any, Iterable
 
+import numpy as np
+
 
 class ConfigError(ValueError):
     """A config field holds a value outside its allowed range or of the wrong kind."""
@@ -116,7 +118,7 @@ def check_device(owner: str, field: str, value: Any) -> None:
 
 def check_bool(owner: str, field: str, value: Any) -> None:
     """A true/false field: ``"no"`` or ``1`` is not a bool (a non-empty string would read as true)."""
-    if not isinstance(value, bool):
+    if not isinstance(value, (bool, np.bool_)):
         fail(owner, field, value, "expected true or false")
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import yaml
 
-from agents.manifest import MANIFEST_FILE, damage, load_manifest, save_manifest, sha256_file
+from agents.manifest import MANIFEST_FILE, RunManifest, damage, load_manifest, save_manifest, sha256_file
 
 import dus_env
 
@@ -178,7 +178,7 @@ def test_stale_temporary_files_are_removed_by_the_next_run_in_the_folder(complet
     (run_dir / ".exported.k3j4" / "policy.onnx").write_bytes(b"half")
     result = resume(run_dir)
     assert result.returncode == 0 and "is complete" in result.stdout
-    assert [p for p in run_dir.rglob(".*")] == []
+    assert [p.name for p in run_dir.rglob(".*")] == [".lock"]  # the lock file stays (it is never stale)
 
 
 def test_a_damaged_manifest_is_a_clear_error(complete_run: Path, tmp_path: Path) -> None:
@@ -187,7 +187,7 @@ def test_a_damaged_manifest_is_a_clear_error(complete_run: Path, tmp_path: Path)
     result = resume(run_dir)
     assert result.returncode == 2 and "run.json is damaged" in result.stderr and "Traceback" not in result.stderr
     new = train(run_dir, *PPO, *COMMON)
-    assert new.returncode == 2 and "already holds a run" in new.stderr
+    assert new.returncode == 2 and "no readable run.json" in new.stderr  # never started over a damaged run
 
 
 def test_export_only_re_exports_the_final_model_or_a_checkpoint(complete_run: Path, tmp_path: Path) -> None:
@@ -252,7 +252,10 @@ def test_cleanup_touches_only_folders_train_agent_made(tmp_path: Path) -> None:
     (folder / ".exported.backup").mkdir()
     remove_stale_files(folder)
     assert (folder / ".notes.abc.tmp").exists() and (folder / ".exported.backup").exists()
-    (folder / "config.yml").write_text("algo: ppo\n")
+    (folder / "config.yml").write_text("algo: ppo\n")  # a config.yml alone does not make a run folder
+    remove_stale_files(folder)
+    assert (folder / ".notes.abc.tmp").exists()
+    save_manifest(folder, RunManifest("ppo", "dus_env/Synthetic-v0", "0" * 64))
     remove_stale_files(folder)
     assert not (folder / ".notes.abc.tmp").exists() and not (folder / ".exported.backup").exists()
     assert (folder / "eval").exists()  # cleanup removes half-written files only
@@ -299,3 +302,59 @@ def test_a_killed_evaluation_keeps_one_consistent_set_and_resumes(tmp_path: Path
 def test_resume_needs_the_out_folder(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--resume"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "--resume needs the --out folder" in result.stderr
+
+
+def test_a_user_folder_with_a_config_yml_is_not_taken_for_a_run(tmp_path: Path) -> None:
+    folder = tmp_path / "mine"
+    (folder / "eval").mkdir(parents=True)
+    (folder / "config.yml").write_text("lr: 0.1\n")
+    (folder / "eval" / "results.csv").write_text("x\n")
+    result = train(folder, *PPO, *COMMON)
+    assert result.returncode == 2 and "holds a config.yml but no readable run.json" in result.stderr
+    assert (folder / "config.yml").read_text() == "lr: 0.1\n" and (folder / "eval" / "results.csv").exists()
+
+
+@pytest.mark.slow
+def test_an_extended_run_killed_before_its_new_final_model_is_finished_on_resume(complete_run: Path, tmp_path: Path) -> None:
+    run_dir = copy_run(complete_run, tmp_path)
+    killed = train(run_dir, "--resume", "--no-progress", "--timesteps", "512", fault="after_final")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    finished = resume(run_dir)
+    assert finished.returncode == 0, finished.stderr
+    assert "has finished training (512 steps) but not its export: finishing them" in finished.stdout
+    manifest = load_manifest(run_dir)
+    assert manifest.final_steps == manifest.export_steps == 512
+    assert json.loads((run_dir / "exported" / "metadata.json").read_text())["source"]["num_timesteps"] == 512
+
+
+def test_a_second_process_in_the_same_run_folder_is_refused(complete_run: Path, tmp_path: Path) -> None:
+    from agents.folder_lock import lock_folder
+
+    run_dir = copy_run(complete_run, tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", f"import sys, time; sys.path.insert(0, {str(ROOT)!r}); "
+                               f"from agents.folder_lock import lock_folder; from pathlib import Path; "
+                               f"lock_folder(Path({str(run_dir)!r}), 'test'); print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = resume(run_dir)
+        assert result.returncode == 2 and "is in use by another train_agent.py process" in result.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    assert resume(run_dir).returncode == 0  # the lock goes with its process
+    del lock_folder
+
+
+@pytest.mark.parametrize("change", [["--agents", "uniform"], ["--env-kwargs", json.dumps({**dus_env.TINY_OVERRIDES, "decision_steps": 3})]])
+def test_resuming_with_other_options_is_refused(tmp_path: Path, change: list[str]) -> None:
+    out = tmp_path / "results"
+    assert evaluate(out, fault="mid_results@3").returncode == -signal.SIGKILL
+    before = (out / "episodes.csv").read_text()
+    command = [sys.executable, str(ROOT / "evaluate.py"), "--agents", "uniform", "heuristic", "bss", "--seeds", "4",
+               "--batch-size", "2", "--no-plots", "--out", str(out), "--env-kwargs", TINY_JSON, "--resume"]
+    index = command.index(change[0])
+    command[index + 1 : index + (4 if change[0] == "--agents" else 2)] = change[1:]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 2 and "episodes this evaluation would not run" in result.stderr
+    assert (out / "episodes.csv").read_text() == before  # nothing dropped
