@@ -188,19 +188,20 @@ def check_plan(plan: BenchmarkPlan) -> dict[str, dict[str, Any]]:
         envs: dict[str, gym.Env] = {}
         # The plan's own env first: its config is the env's config in summary.json (agents with a
         # row order of their own run in a copy with that order, which their spec text names).
+        def key(kwargs: Mapping[str, Any]) -> str:
+            return json.dumps(kwargs, sort_keys=True, default=str)
+
         for kwargs in [dict(plan.env_kwargs)] + [plan.env_kwargs_of(agent) for agent in plan.agents]:
-            key = json.dumps(kwargs, sort_keys=True, default=str)
-            if key not in envs:
-                envs[key] = env = build_env(env_id, kwargs)
+            if key(kwargs) not in envs:
+                envs[key(kwargs)] = env = build_env(env_id, kwargs)
                 try:
                     env.reset(seed=plan.seeds[0])
                 except (ConfigError, ValueError, OSError) as exc:
                     raise BenchmarkInputError(f"env {env_id} cannot start an episode: {exc}") from None
         configs[env_id] = next(iter(envs.values())).unwrapped.config.to_dict()
         for agent in plan.agents:
-            key = json.dumps(plan.env_kwargs_of(agent), sort_keys=True, default=str)
             try:
-                make_agent(agent, envs[key])
+                make_agent(agent, envs[key(plan.env_kwargs_of(agent))])
             except AgentSpecError as exc:
                 raise BenchmarkInputError(f"{exc} (env {env_id})") from None
         for env in envs.values():

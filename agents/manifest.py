@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from dus_env.policy_artifact import sha256_file
+
 from .results import write_text
 
 MANIFEST_FILE = "run.json"
@@ -70,14 +72,6 @@ class RunManifest:
             return cls(**data)
         except (json.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as error:
             raise ManifestError(f"{MANIFEST_FILE} is damaged: {error}") from error
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def file_records(run_dir: Path, paths: Iterable[Path]) -> dict[str, str]:

@@ -337,24 +337,23 @@ def _progress_bar(total: int) -> Any:
 # -- after training -----------------------------------------------------------------------------------
 
 
-def export_policy(run: Run, trained: Trained) -> Path:
+def export_policy(run: Run, trained: Trained, vec_normalize: VecNormalize | None = None) -> Path:
     """Write ``<run_dir>/exported/``: the deterministic policy for ``dus_env``'s ``DUSSampler``, and
-    list it in the run's manifest."""
-    metadata = _export_metadata(run, trained.num_timesteps)
+    list it in the run's manifest.
+
+    :param vec_normalize: an SB3 model's normalisation statistics when they are not attached to it
+        (a model loaded without its env); by default the model's own.
+    """
+    metadata = {"algo": run.algo, "env_id": run.env_id, "env_kwargs": run.env_kwargs, "hyperparams": run.hyperparams,
+                "seed": run.seed, "num_timesteps": trained.num_timesteps, "run_dir": str(run.run_dir)}
     out_dir = run.run_dir / "exported"
     with deferred_interrupts():
         if isinstance(trained, ReinforceAgent):
             export_reinforce_policy(trained, run.env_config, out_dir, metadata)
         else:
-            export_sb3_policy(trained, trained.get_vec_normalize_env(), run.env_config, out_dir, metadata)
+            export_sb3_policy(trained, vec_normalize if vec_normalize is not None else trained.get_vec_normalize_env(), run.env_config, out_dir, metadata)
         record_export(run.run_dir, out_dir, trained.num_timesteps)
     return out_dir
-
-
-def _export_metadata(run: Run, num_timesteps: int) -> dict[str, Any]:
-    """Provenance stored in the artifact's ``source``."""
-    return {"algo": run.algo, "env_id": run.env_id, "env_kwargs": run.env_kwargs, "hyperparams": run.hyperparams,
-            "seed": run.seed, "num_timesteps": num_timesteps, "run_dir": str(run.run_dir)}
 
 
 def as_agent(run: Run, trained: Trained) -> Agent:
@@ -386,14 +385,8 @@ def export_only(run: Run, manifest: RunManifest, checkpoint: int | None) -> Path
     env = run.make_env()
     try:
         if run.is_reinforce:
-            trained: Trained = ReinforceAgent.load(source, env)
-            out_dir = export_policy(run, trained)
-        else:
-            agent = SB3Agent.load(source, env, algo=run.algo)
-            out_dir = run.run_dir / "exported"
-            with deferred_interrupts():
-                export_sb3_policy(agent.model, agent.vec_normalize, run.env_config, out_dir, _export_metadata(run, agent.model.num_timesteps))
-                record_export(run.run_dir, out_dir, agent.model.num_timesteps)
+            return export_policy(run, ReinforceAgent.load(source, env))
+        agent = SB3Agent.load(source, env, algo=run.algo)
+        return export_policy(run, agent.model, agent.vec_normalize)
     finally:
         env.close()
-    return out_dir

@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from .validation import as_tuple, check_choice, check_float, check_int, fail
+from .validation import as_tuple, check_bool, check_choice, check_float, check_int, fail
 
 LEARNER_KINDS = ("joint", "alternating", "mla", "ogm_ge", "mie")
 OPTIMIZERS = ("adam", "sgd")
@@ -115,9 +115,9 @@ class LearnerConfig:
         check_int(owner, "modulation_start", self.modulation_start, 0)
         if self.modulation_end is not None:
             check_int(owner, "modulation_end", self.modulation_end, self.modulation_start)
-        for name in ("gaussian_enhancement",) + (("projection",) if self.projection is not None else ()):
-            if not isinstance(getattr(self, name), bool):
-                fail(owner, name, getattr(self, name), "expected true or false")
+        check_bool(owner, "gaussian_enhancement", self.gaussian_enhancement)
+        if self.projection is not None:
+            check_bool(owner, "projection", self.projection)
         check_float(owner, "rho", self.rho, 0.0)
         check_float(owner, "mie_alpha", self.mie_alpha, 0.0)
         check_float(owner, "flat_ratio", self.flat_ratio, 0.0, 1.0)

@@ -138,7 +138,7 @@ def write_policy_artifact(
             "env_config": env_config,
             "observation_normalization": None if normalization is None else normalization.to_dict(),
             "source": source or {},
-            "sha256": {name: _sha256(staging / name) for name in (ONNX_FILE, TORCHSCRIPT_FILE)},
+            "sha256": {name: sha256_file(staging / name) for name in (ONNX_FILE, TORCHSCRIPT_FILE)},
         }
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=_json_default))
         fault_point("mid_export")
@@ -204,8 +204,13 @@ def _replace_dir(staging: Path, target: Path) -> None:
         os.replace(staging, target)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def sha256_file(path: Path) -> str:
+    """The file's sha256 (hex), read in blocks (run folders checksum model files with it too)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _json_default(value: Any) -> Any:
@@ -304,7 +309,7 @@ class PolicyArtifact:
                 f"artifact {self.path}: {METADATA_FILE} lists no sha256 for {name}, so the network cannot be verified; "
                 "export the policy again"
             )
-        if _sha256(file) != expected:
+        if sha256_file(file) != expected:
             raise ArtifactError(f"artifact {self.path}: {name} is corrupt (checksum differs from metadata.json)")
         if self.backend == "onnx":
             import onnxruntime

@@ -106,17 +106,23 @@ def make_sampler(policy: str | None, task: Task, iterations: int) -> DUSSampler:
     return DUSSampler.heuristic(task.n_classes, n_modalities=task.n_modalities, base_batch_size=BATCH, **run)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--policy", help="exported policy folder; default: the DUS-H heuristic")
-    parser.add_argument("--data", choices=("synthetic", "mfeat"), default="synthetic")
-    parser.add_argument("--seeds", type=int, default=3, help="training runs per sampler (default: 3)")
+def parse_run_options(parser: argparse.ArgumentParser, seeds_help: str) -> argparse.Namespace:
+    """``--seeds`` and ``--iterations`` (both examples take them), parsed and checked; one torch thread."""
+    parser.add_argument("--seeds", type=int, default=3, help=f"{seeds_help} (default: 3)")
     parser.add_argument("--iterations", type=int, default=200, help="training iterations per run (default: 200)")
     args = parser.parse_args()
     for name in ("seeds", "iterations"):
         if getattr(args, name) < 1:
             parser.error(f"--{name}={getattr(args, name)} is invalid: expected an integer >= 1")
     torch.set_num_threads(1)
+    return args
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--policy", help="exported policy folder; default: the DUS-H heuristic")
+    parser.add_argument("--data", choices=("synthetic", "mfeat"), default="synthetic")
+    args = parse_run_options(parser, "training runs per sampler")
     results: dict[str, list[float]] = {"DUSSampler": [], "uniform": []}
     for seed in range(args.seeds):
         config = SyntheticTaskConfig() if args.data == "synthetic" else MFeatTaskConfig()

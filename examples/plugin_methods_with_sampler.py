@@ -37,7 +37,9 @@ from dus_env.metrics import balanced_accuracy  # noqa: E402
 from dus_env.monitor import modality_score  # noqa: E402
 from dus_env.sampler import DUSSampler, participation_masks  # noqa: E402
 from dus_env.tasks import SyntheticTaskConfig, Task, build_task  # noqa: E402
-from plug_into_training_loop import VALIDATE_EVERY, LateFusionNet, forward_batch, make_sampler, split_logits  # noqa: E402
+from plug_into_training_loop import (  # noqa: E402
+    VALIDATE_EVERY, LateFusionNet, forward_batch, make_sampler, parse_run_options, split_logits,
+)
 
 OGM_ALPHA = 0.8
 LAMBDA0, GROW_EPOCHS = 0.1, 5.0
@@ -94,13 +96,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--order", choices=("random", "bss_curriculum", "bss_adaptive"), default="bss_curriculum")
     parser.add_argument("--no-ogm-ge", dest="ogm_ge", action="store_false", help="leave the gradients alone")
-    parser.add_argument("--seeds", type=int, default=3, help="training runs (default: 3)")
-    parser.add_argument("--iterations", type=int, default=200, help="training iterations per run (default: 200)")
-    args = parser.parse_args()
-    for name in ("seeds", "iterations"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name}={getattr(args, name)} is invalid: expected an integer >= 1")
-    torch.set_num_threads(1)
+    args = parse_run_options(parser, "training runs")
     results = []
     for seed in range(args.seeds):
         task = build_task(SyntheticTaskConfig(), np.random.default_rng(seed))

@@ -370,6 +370,8 @@ class MIELearner(_InTurnLearner):
     decision step (before any accumulation ``Y = 0`` and ``T = I``).
     """
 
+    records_inputs = True
+
     def __init__(self, model: StackedModel, optimizer: StackedOptimizer, train: StackedSplit, order: EpochOrder,
                  rho: float, alpha: float, flat_ratio: float) -> None:
         super().__init__(model, optimizer, train, order)
@@ -423,8 +425,6 @@ class MIELearner(_InTurnLearner):
             covariance = torch.stack([self.covariances[i][0][index, :width, :width] for i in matching]).sum(dim=0)
             modification[index, :width, :width] = flat_modification(covariance, self.alpha)
         return modification
-
-    records_inputs = True
 
     def _before_step(self, quantities: np.ndarray) -> None:
         self._step_modifications = self._modifications()
