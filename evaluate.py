@@ -3,7 +3,8 @@
 Every agent plays the same episodes: on each env, seed s gives every agent the same task instance,
 data order and model initialisation, so agents are compared seed by seed (paired tests). Seeds
 start at --seed-offset (10000): training scripts seed from small integers (0, 1, 2, ...), so a
-trained policy is never scored on an episode it was trained on.
+trained policy is never scored on an episode it was trained on (every seed range of the project
+is in agents/seed_ranges.py). dus-evaluate, installed with the package, is the same command.
 
 Agent specs (NAME=SPEC sets the display name):
   uniform | random | heuristic | heuristic:TAU | fixed:0.3,0.7 (one share per modality)
@@ -18,7 +19,7 @@ Examples:
   python evaluate.py                                   # uniform, random, heuristic on Synthetic-v0
   python evaluate.py --suite smoke                     # a named suite from suites.yml (seconds)
   python evaluate.py --agents uniform heuristic ppo:runs/ppo_{env}_0 \\
-      --envs Synthetic-v0 MFeat-v0 --seeds 10 --workers 2
+      --envs Synthetic-v0 dus_env/MFeat-v0 --seeds 10 --workers 2   # ids with or without dus_env/
   python evaluate.py --agents uniform heuristic:0.05 --env-kwargs decision_steps=10 learner.hidden_sizes=[32]
   python evaluate.py --suite main --out results/main --resume   # finish an interrupted evaluation
 
@@ -37,19 +38,21 @@ seed, in one batched computation. --workers spreads these batches over processes
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import json
 import multiprocessing
 import os
 import sys
 import time
 import traceback
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Annotated, Any, get_type_hints
 
+import tyro
 import yaml
 from tqdm import tqdm
 
@@ -59,7 +62,6 @@ from agents.benchmark import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_SEED_OFFSET,
     AgentSummary,
-    BenchmarkInputError,
     BenchmarkPlan,
     EpisodeJob,
     batches,
@@ -75,124 +77,147 @@ from agents.benchmark import (
     summary_row,
 )
 from agents.cli import merge_nested
+from agents.errors import UsageError
+from agents.folder_lock import FolderInUseError, lock_folder
 from agents.plots import plot_final_accuracy, plot_trajectories
+from agents.result_files import FinishedEpisode, plain_kwargs, read_finished, remove_stale_generations, write_result_set
 from agents.results import environment_versions, episode_row, trace_rows, write_csv, write_json, write_text
 from agents.rollout import EpisodeResult
-from agents.folder_lock import FolderInUseError, lock_folder
-from agents.result_files import FinishedEpisode, plain_kwargs, read_finished, remove_stale_generations, write_result_set
 from agents.trust import ENV_VAR
+from dus_env.validation import ConfigError
 
 SUITES_FILE = Path(__file__).resolve().parent / "suites.yml"
 
 
-def option(default: Any, help: str, **argparse_kwargs: Any) -> Any:
-    """A dataclass field that also describes its command-line option."""
-    metadata = {"help": help, "argparse": argparse_kwargs}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata=metadata)
-    return field(default=default, metadata=metadata)
+#: ``--env-kwargs``: one JSON object or ``key=value`` items (:func:`agents.cli.parse_env_kwargs`), parsed by tyro into a dict.
+EnvKwargs = Annotated[
+    dict[str, Any],
+    tyro.constructors.PrimitiveConstructorSpec(
+        nargs="*",
+        metavar="KEY=VALUE",
+        instance_from_str=parse_env_kwargs,
+        is_instance=lambda value: isinstance(value, dict),
+        str_from_instance=lambda value: [json.dumps(value)] if value else [],
+    ),
+]
 
 
 @dataclass
 class Args:
-    """Every knob of evaluate.py, with its default and its --help text."""
+    """Every knob of evaluate.py, with its default; tyro makes one ``--option`` of each, its help from the docstring below it."""
 
-    agents: list[str] = option(["uniform", "random", "heuristic"], "agent specs (see above)", nargs="+", metavar="SPEC")
-    envs: list[str] = option(["dus_env/Synthetic-v0"], "env ids (the dus_env/ prefix may be left out)", nargs="+", metavar="ID")
-    env_kwargs: dict[str, Any] = option({}, "overrides for gymnasium.make, as one JSON object or key=value pairs "
-                                       "(values read as YAML; a.b=v sets a nested field)",
-                                   nargs="+", metavar="KV")
-    seeds: int = option(10, "episodes per agent and env (the same seeds for every agent)", type=int, metavar="N")
-    seed_offset: int = option(DEFAULT_SEED_OFFSET, "first seed; keep it above every training seed", type=int, metavar="S")
-    workers: int = option(1, "batches run in parallel processes (each builds its own envs and agents)", type=int, metavar="W")
-    batch_size: int = option(DEFAULT_BATCH_SIZE, "at most this many seeds of one agent on one env stepped together in one "
-                                                 "vector env", type=int, metavar="B")
-    out: str = option("", "output directory (default: results/<timestamp>)", metavar="DIR")
-    no_plots: bool = option(False, "skip the PNG figures", action="store_true")
-    resume: bool = option(False, "finish the interrupted evaluation in --out: its finished episodes are kept, the rest run",
-                          action="store_true")
-    trusted_only: bool = option(False, "refuse every pickle load (SB3 .zip models, vecnormalize.pkl): evaluate "
-                                "runs through their pickle-free exports (exported:RUN/exported) instead", action="store_true")
-    baseline: str = option("", "agent (display name or spec) the others are compared with "
-                               "(default: uniform if among the agents, else the first agent)", metavar="NAME")
-    suite: str = option("", "named suite from --suites-file; options given here override the suite's", metavar="NAME")
-    suites_file: str = option(str(SUITES_FILE), "YAML file of named suites", metavar="PATH")
+    agents: Annotated[list[str], tyro.conf.arg(metavar="SPEC")] = field(default_factory=lambda: ["uniform", "random", "heuristic"])
+    """agent specs (see above)"""
+    envs: Annotated[list[str], tyro.conf.arg(metavar="ID")] = field(default_factory=lambda: ["dus_env/Synthetic-v0"])
+    """env ids (the dus_env/ prefix may be left out)"""
+    env_kwargs: EnvKwargs = field(default_factory=dict)
+    """overrides for gymnasium.make, as one JSON object or key=value pairs (values read as YAML; a.b=v sets a nested
+    field); merged into a suite's env_kwargs key by key"""
+    seeds: Annotated[int, tyro.conf.arg(metavar="N")] = 10
+    """episodes per agent and env (the same seeds for every agent)"""
+    seed_offset: Annotated[int, tyro.conf.arg(metavar="S")] = DEFAULT_SEED_OFFSET
+    """first seed; keep it above every training seed (agents/seed_ranges.py)"""
+    workers: Annotated[int, tyro.conf.arg(metavar="W")] = 1
+    """batches run in parallel processes (each builds its own envs and agents)"""
+    batch_size: Annotated[int, tyro.conf.arg(metavar="B")] = DEFAULT_BATCH_SIZE
+    """at most this many seeds of one agent on one env stepped together in one vector env"""
+    out: Annotated[str, tyro.conf.arg(metavar="DIR")] = ""
+    """output directory (empty: results/<timestamp>)"""
+    plots: bool = True
+    """write the PNG figures (--no-plots skips them)"""
+    progress: bool = True
+    """show the progress bar (--no-progress hides it)"""
+    resume: bool = False
+    """finish the interrupted evaluation in --out: its finished episodes are kept, the rest run"""
+    trusted_only: bool = False
+    """refuse every pickle load (SB3 .zip models, vecnormalize.pkl): evaluate runs through their pickle-free
+    exports (exported:RUN/exported) instead"""
+    baseline: Annotated[str, tyro.conf.arg(metavar="NAME")] = ""
+    """agent (display name or spec) the others are compared with (empty: uniform if among the agents, else the first agent)"""
+    suite: Annotated[str, tyro.conf.arg(metavar="NAME")] = ""
+    """named suite from --suites-file; options given here override the suite's"""
+    suites_file: Annotated[str, tyro.conf.arg(metavar="PATH")] = str(SUITES_FILE)
+    """YAML file of named suites"""
 
 
 #: Options a suite may set (everything that defines *what* is benchmarked, plus how it is spread out).
 SUITE_KEYS = ("description", "agents", "envs", "env_kwargs", "seeds", "seed_offset", "workers", "batch_size", "baseline")
 
 
-def parse_args(argv: list[str] | None = None) -> Args:
+def parse_args(argv: Sequence[str] | None = None) -> Args:
     """Command line -> :class:`Args`: explicit options win over the suite's values, which win over defaults.
 
-    ``--env-kwargs`` is merged into the suite's ``env_kwargs`` key by key, nested fields included
-    (:func:`agents.cli.merge_nested`); every other option replaces the suite's value.
+    ``--suite``/``--suites-file`` are read first; the suite's values become the defaults tyro parses
+    the command line against. ``--env-kwargs`` is merged into the suite's ``env_kwargs`` key by
+    key, nested fields included (:func:`agents.cli.merge_nested`); every other option replaces the
+    suite's value. A tyro parsing error exits with code 2.
+
+    :raises UsageError: an unknown or malformed suite, or a suite value of the wrong type.
     """
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=argparse.SUPPRESS
-    )
-    for spec in dataclasses.fields(Args):
-        default = spec.default_factory() if spec.default is dataclasses.MISSING else spec.default  # type: ignore[misc]
-        shown = " ".join(default) if isinstance(default, list) else default
-        help_text = spec.metadata["help"] + (f" (default: {shown})" if shown not in ("", False, {}) else "")
-        parser.add_argument("--" + spec.name.replace("_", "-"), help=help_text, **spec.metadata["argparse"])
-    given = vars(parser.parse_args(argv))
-    values: dict[str, Any] = {}
-    if given.get("suite"):
-        values.update(load_suite(Path(given.get("suites_file", SUITES_FILE)), given["suite"]))
-    cli_kwargs = parse_env_kwargs(given.pop("env_kwargs", []))
-    values.update(given)
-    values.pop("description", None)
-    _check_types(values)
-    values["env_kwargs"] = merge_nested(values.get("env_kwargs", {}), cli_kwargs)
-    return Args(**values)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    suite_name = _option_value(argv, "--suite")
+    suite: dict[str, Any] = {}
+    if suite_name:
+        suite = {
+            key: value
+            for key, value in load_suite(Path(_option_value(argv, "--suites-file") or SUITES_FILE), suite_name).items()
+            if key != "description"
+        }
+        _check_suite_types(suite)
+    args = tyro.cli(Args, args=argv, default=Args(**suite), prog=Path(sys.argv[0]).name, description=__doc__)
+    args.env_kwargs = merge_nested(suite.get("env_kwargs", {}), args.env_kwargs)
+    return args
 
 
-def _check_types(values: dict[str, Any]) -> None:
-    """Suite values come from YAML, not argparse: check they have the types the options would have."""
-    for spec in dataclasses.fields(Args):
-        if spec.name not in values:
-            continue
-        value, kind = values[spec.name], spec.metadata["argparse"].get("type", str)
-        if spec.metadata["argparse"].get("nargs"):
-            ok = isinstance(value, dict) if spec.name == "env_kwargs" else (
-                isinstance(value, list) and all(isinstance(item, str) for item in value))
-        elif spec.metadata["argparse"].get("action") == "store_true":
-            ok = isinstance(value, bool)
+def _option_value(argv: Sequence[str], flag: str) -> str | None:
+    """The value of ``flag`` in ``argv`` (``--suite main`` or ``--suite=main``; the last one wins, as in the parser)."""
+    value = None
+    for i, token in enumerate(argv):
+        if token == flag and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif token.startswith(flag + "="):
+            value = token.split("=", 1)[1]
+    return value
+
+
+def _check_suite_types(values: dict[str, Any]) -> None:
+    """Suite values come from YAML, not from the parser: check they have the types of their options."""
+    hints = get_type_hints(Args)
+    for name, value in values.items():
+        kind = hints[name]
+        if kind == list[str]:
+            ok, expected = isinstance(value, list) and all(isinstance(item, str) for item in value), "a list of strings"
+        elif kind == dict[str, Any]:
+            ok, expected = isinstance(value, dict), "a mapping"
         else:
-            ok = isinstance(value, kind) and not isinstance(value, bool)
+            ok, expected = isinstance(value, kind) and not isinstance(value, bool), kind.__name__
         if not ok:
-            expected = ("a mapping" if spec.name == "env_kwargs" else "a list of strings") if spec.metadata["argparse"].get(
-                "nargs") else kind.__name__
-            raise BenchmarkInputError(f"option {spec.name}={value!r} is invalid: expected {expected}")
+            raise UsageError(f"option {name}={value!r} is invalid: expected {expected}")
 
 
 def load_suite(path: Path, name: str) -> dict[str, Any]:
     """The options of suite ``name`` in the YAML file ``path`` (a mapping of suite name -> options)."""
     if not path.is_file():
-        raise BenchmarkInputError(f"suites file {path} does not exist")
+        raise UsageError(f"suites file {path} does not exist")
     try:
         suites = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except UnicodeDecodeError as exc:
-        raise BenchmarkInputError(f"suites file {path} is not UTF-8 text (byte {exc.start}): is it the right file?") from exc
+        raise UsageError(f"suites file {path} is not UTF-8 text (byte {exc.start}): is it the right file?") from exc
     except yaml.YAMLError as exc:
         # PyYAML's message spans several lines (it quotes the source): keep its position and its reason.
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise BenchmarkInputError(f"suites file {path} is not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from exc
+        raise UsageError(f"suites file {path} is not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from exc
     if not isinstance(suites, dict):
-        raise BenchmarkInputError(f"suites file {path} must map suite names to their options, not be a {type(suites).__name__}")
+        raise UsageError(f"suites file {path} must map suite names to their options, not be a {type(suites).__name__}")
     if name not in suites:
-        raise BenchmarkInputError(f"unknown suite {name!r} in {path}: available are {', '.join(map(str, suites))}")
+        raise UsageError(f"unknown suite {name!r} in {path}: available are {', '.join(map(str, suites))}")
     suite = suites[name]
     if not isinstance(suite, dict):
-        raise BenchmarkInputError(
-            f"suite {name!r} in {path} must be a mapping of options ({', '.join(SUITE_KEYS)}), not {suite!r}"
-        )
+        raise UsageError(f"suite {name!r} in {path} must be a mapping of options ({', '.join(SUITE_KEYS)}), not {suite!r}")
     unknown = sorted(str(key) for key in set(suite) - set(SUITE_KEYS))
     if unknown:
-        raise BenchmarkInputError(f"suite {name!r} in {path} has unknown keys {unknown}: allowed are {list(SUITE_KEYS)}")
+        raise UsageError(f"suite {name!r} in {path} has unknown keys {unknown}: allowed are {list(SUITE_KEYS)}")
     return suite
 
 
@@ -230,10 +255,12 @@ def write_episodes(out: Path, plan: BenchmarkPlan, results: list[EpisodeResult])
     agent_order = {agent.label: i for i, agent in enumerate(plan.agents)}
     ordered = sorted(results, key=lambda r: (env_order[r.env_id], agent_order[r.agent], r.seed))
     specs = {agent.label: agent for agent in plan.agents}
-    write_result_set(out, [episode_row(r, plan.spec_of(r.agent, r.env_id)) for r in ordered],
-                     [row for r in ordered for row in trace_rows(r)],
-                     [FinishedEpisode(plan.spec_of(r.agent, r.env_id), plain_kwargs(plan.env_kwargs_of(specs[r.agent])), r)
-                      for r in ordered])
+    write_result_set(
+        out,
+        [episode_row(r, plan.spec_of(r.agent, r.env_id)) for r in ordered],
+        [row for r in ordered for row in trace_rows(r)],
+        [FinishedEpisode(plan.spec_of(r.agent, r.env_id), plain_kwargs(plan.env_kwargs_of(specs[r.agent])), r) for r in ordered],
+    )
 
 
 def finished_episodes(out: Path, plan: BenchmarkPlan) -> list[EpisodeResult]:
@@ -253,21 +280,29 @@ def finished_episodes(out: Path, plan: BenchmarkPlan) -> list[EpisodeResult]:
         else:
             finished.append(result)
     if foreign:
-        raise ValueError(f"{out} holds {len(foreign)} episodes this evaluation would not run, e.g. {foreign[0]}: resume with "
-                         "the options of the interrupted evaluation, or use another --out")
+        raise ValueError(
+            f"{out} holds {len(foreign)} episodes this evaluation would not run, e.g. {foreign[0]}: resume with "
+            "the options of the interrupted evaluation, or use another --out"
+        )
     return finished
 
 
 def write_plots(out: Path, plan: BenchmarkPlan, env_id: str, results: list[EpisodeResult]) -> list[Path]:
     """The two figures of one env; returns their paths."""
-    runs = {agent.label: sorted((r for r in results if r.env_id == env_id and r.agent == agent.label), key=lambda r: r.seed)
-            for agent in plan.agents}
+    runs = {
+        agent.label: sorted((r for r in results if r.env_id == env_id and r.agent == agent.label), key=lambda r: r.seed)
+        for agent in plan.agents
+    }
     slug = env_id.replace("/", "_")
     seeds = f"{len(plan.seeds)} seed{'s' if len(plan.seeds) > 1 else ''}"
     paths = [out / f"{slug}_trajectories.png", out / f"{slug}_final_accuracy.png"]
     plot_trajectories({agent: [r.trace for r in rs] for agent, rs in runs.items()}, paths[0], f"{env_id}: mean over {seeds}")
-    plot_final_accuracy({agent: [100.0 * r.test_accuracy for r in rs] for agent, rs in runs.items()}, paths[1],
-                        f"{env_id}: final fused test accuracy, {seeds}", baseline=plan.baseline)
+    plot_final_accuracy(
+        {agent: [100.0 * r.test_accuracy for r in rs] for agent, rs in runs.items()},
+        paths[1],
+        f"{env_id}: final fused test accuracy, {seeds}",
+        baseline=plan.baseline,
+    )
     return paths
 
 
@@ -278,12 +313,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.trusted_only:
             os.environ[ENV_VAR] = "1"  # worker processes inherit it
         if args.workers < 1:
-            raise BenchmarkInputError(f"--workers {args.workers} is invalid: need at least 1")
+            raise UsageError(f"--workers {args.workers} is invalid: need at least 1")
         if args.batch_size < 1:
-            raise BenchmarkInputError(f"--batch-size {args.batch_size} is invalid: need at least 1 episode per batch")
+            raise UsageError(f"--batch-size {args.batch_size} is invalid: need at least 1 episode per batch")
         plan = make_plan(args.agents, args.envs, args.env_kwargs, args.seeds, args.seed_offset, args.baseline or None)
         env_configs = check_plan(plan)
-    except BenchmarkInputError as exc:
+    except (UsageError, ConfigError) as exc:
         print(f"evaluate.py: error: {exc}", file=sys.stderr)
         return 2
     if args.resume and not args.out:
@@ -297,15 +332,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"evaluate.py: error: {exc}", file=sys.stderr)
         return 2
     if not args.resume and (out / "episodes.csv").exists():
-        print(f"evaluate.py: error: {out} already holds results: pass --resume to finish that evaluation, or another --out",
-              file=sys.stderr)
+        print(
+            f"evaluate.py: error: {out} already holds results: pass --resume to finish that evaluation, or another --out", file=sys.stderr
+        )
         return 2
     remove_stale_generations(out)
     done = {(r.env_id, r.agent, r.seed) for r in results}
     jobs = [job for job in plan.jobs() if (job.env_id, job.label, job.seed) not in done]
     if args.resume:
         print(f"resuming {out}: {len(results)} of {len(results) + len(jobs)} episodes already done")
-    progress = tqdm(total=len(jobs), unit="episode", desc="evaluate", dynamic_ncols=True)
+    progress = tqdm(total=len(jobs), unit="episode", desc="evaluate", dynamic_ncols=True, disable=not args.progress)
     try:
         for batch in run_episodes(jobs, args.workers, args.batch_size):
             for job, result in batch:
@@ -323,8 +359,11 @@ def main(argv: list[str] | None = None) -> int:
         progress.close()
         write_episodes(out, plan, results)
         write_text(out / "error.log", "".join(traceback.format_exception(exc)))
-        print(f"evaluate.py: error: a batch of episodes failed ({type(exc).__name__}: {exc}); {len(results)} finished episodes "
-              f"in {out / 'episodes.csv'}, traceback in {out / 'error.log'}", file=sys.stderr)
+        print(
+            f"evaluate.py: error: a batch of episodes failed ({type(exc).__name__}: {exc}); {len(results)} finished episodes "
+            f"in {out / 'episodes.csv'}, traceback in {out / 'error.log'}",
+            file=sys.stderr,
+        )
         return 1
     progress.close()
     write_episodes(out, plan, results)
@@ -333,15 +372,18 @@ def main(argv: list[str] | None = None) -> int:
     print_tables([table for env_id in plan.env_ids for table in env_tables(env_id, summaries[env_id], plan)])
     write_csv(out / "summary.csv", [summary_row(env_id, s) for env_id in plan.env_ids for s in summaries[env_id]])
     write_json(out / "summary.json", summary_document(args, plan, env_configs, summaries, argv))
-    plots = [] if args.no_plots else [p for env_id in plan.env_ids for p in write_plots(out, plan, env_id, results)]
-    print(f"evaluated {len(plan.agents)} agents x {len(plan.env_ids)} env{'s' if len(plan.env_ids) > 1 else ''} x "
-          f"{len(plan.seeds)} seeds = {len(results)} episodes in {time.perf_counter() - started:.1f} s; "
-          f"results in {out}/ (episodes.csv, traces.csv, summary.csv, summary.json, {len(plots)} plots)")
+    plots = [] if not args.plots else [p for env_id in plan.env_ids for p in write_plots(out, plan, env_id, results)]
+    print(
+        f"evaluated {len(plan.agents)} agents x {len(plan.env_ids)} env{'s' if len(plan.env_ids) > 1 else ''} x "
+        f"{len(plan.seeds)} seeds = {len(results)} episodes in {time.perf_counter() - started:.1f} s; "
+        f"results in {out}/ (episodes.csv, traces.csv, summary.csv, summary.json, {len(plots)} plots)"
+    )
     return 0
 
 
-def summary_document(args: Args, plan: BenchmarkPlan, env_configs: dict[str, Any],
-                     summaries: dict[str, list[AgentSummary]], argv: list[str] | None) -> dict[str, Any]:
+def summary_document(
+    args: Args, plan: BenchmarkPlan, env_configs: dict[str, Any], summaries: dict[str, list[AgentSummary]], argv: list[str] | None
+) -> dict[str, Any]:
     """Everything needed to read and to reproduce the tables: numbers, seeds, configs, versions."""
 
     def agent_summary(summary: AgentSummary) -> dict[str, Any]:
@@ -354,8 +396,13 @@ def summary_document(args: Args, plan: BenchmarkPlan, env_configs: dict[str, Any
         "created": datetime.now().isoformat(timespec="seconds"),
         "command": ["evaluate.py", *(sys.argv[1:] if argv is None else argv)],
         "suite": args.suite or None,
-        "units": {"accuracy": "percent", "modality_gap": "percentage points", "diff": "percentage points",
-                  "episode_return": "reward units", "wall_time": "seconds per episode"},
+        "units": {
+            "accuracy": "percent",
+            "modality_gap": "percentage points",
+            "diff": "percentage points",
+            "episode_return": "reward units",
+            "wall_time": "seconds per episode",
+        },
         "confidence": CONFIDENCE,
         "alpha": ALPHA,
         "env_ids": list(plan.env_ids),

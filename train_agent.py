@@ -1,10 +1,10 @@
-"""Train a sampling policy on a DUS environment: PPO by default, any SB3 algorithm, or DUS-R.
+"""Train a sampling policy on a DUS environment: PPO by default, another SB3 algorithm, or DUS-R.
 
-Usage::
+Usage (``dus-train`` is the same command, installed with the package)::
 
     python train_agent.py                                   # PPO on dus_env/Synthetic-v0 (about a minute on 2 cores)
     python train_agent.py --algo a2c --seed 1
-    python train_agent.py --algo reinforce --env dus_env/MFeat-v0
+    python train_agent.py --algo reinforce --env MFeat-v0   # the dus_env/ prefix may be left out
     python train_agent.py --env-kwargs decision_steps=40 gap_penalty=0.5
     python train_agent.py --hyperparams learning_rate=1e-4 n_steps=256
     python train_agent.py --resume                          # continue the interrupted default run
@@ -12,8 +12,12 @@ Usage::
     tensorboard --logdir runs
 
 Hyperparameters come from ``agents/hyperparams/<algo>.yml`` (``default.yml`` for algorithms without
-a file); ``--hyperparams key=value`` overrides them. Everything goes to
-``runs/<algo>_<env-name>_<seed>/``:
+a file); ``--hyperparams key=value`` overrides them. On-policy algorithms train whole rollouts of
+``n_steps * n_envs`` steps: a ``--timesteps`` they round up is announced before training. DQN-style
+algorithms (discrete actions) and recurrent policies are refused with the reason. Everything goes
+to ``runs/<algo>_<env-name>_<seed>/``, or ``runs/<algo>_<env-name>_<seed>_<hash8>/`` when
+``--env-kwargs``, ``--hyperparams`` or ``--n-envs`` are given (a short hash of them: runs with other
+settings never share a folder, and the same options find it again):
 
     config.yml              the resolved configuration and package versions
     run.json                the manifest: every checkpoint, the final model and the export, with sha256
@@ -21,36 +25,39 @@ a file); ``--hyperparams key=value`` overrides them. Everything goes to
     checkpoints/            periodic checkpoints, taken between policy updates (model + normalisation)
     best_model/             the policy with the best mean return on the evaluation episodes
     eval/evaluations.npz    evaluation history (returns, lengths, test accuracies)
-    final_model.zip (.pt)   the final policy, with vecnormalize.pkl when observations are normalised
+    final_model.zip         the final policy, with vecnormalize.pkl when observations are normalised
     exported/               the final policy exported for dus_env's DUSSampler
 
-Evaluation episodes always use the seeds ``--eval-seed``, ``--eval-seed + 1``, ...: every evaluation
-(and every run) sees the same training instances, so numbers are comparable. Ctrl-C saves a
-checkpoint and prints how to resume; ``--resume`` continues from the newest intact checkpoint the
-run's manifest ``run.json`` lists, starts a run killed before its first checkpoint again, and
-finishes a run killed after training (final model, evaluation, export). Every file is written
-atomically (temporary file + rename).
+Evaluation episodes always use the seeds ``--eval-seed``, ``--eval-seed + 1``, ... (see
+``agents/seed_ranges.py``): every evaluation (and every run) sees the same training instances, so
+numbers are comparable. Ctrl-C saves a checkpoint and prints how to resume; ``--resume`` continues
+from the newest intact checkpoint the run's manifest ``run.json`` lists, starts a run killed before
+its first checkpoint again, and finishes a run killed after training (final model, evaluation,
+export). Only ``--timesteps`` may change on ``--resume``: another setting that differs from the
+run's ``config.yml`` is refused, naming it. Every file is written atomically (temporary file + rename).
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import os
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
-from typing import Sequence, get_type_hints
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
+import tyro
 
 import dus_env
 from agents.baselines import UniformAgent
-from agents.runs import Run, UsageError, lock_run, read_manifest, remove_stale_files, resume_run, start_run
-from agents.sb3_agent import HyperparamsError
-from agents.training import Trained, as_agent, evaluate_agent, export_only, export_policy, train_reinforce, train_sb3
+from agents.errors import UsageError
+from agents.runs import VEC_KINDS, Run, lock_run, read_manifest, remove_stale_files, resume_run, start_run, usable_algorithms
+from agents.seed_ranges import TRAIN_EVAL_SEEDS
+from agents.training import Trained, as_agent, evaluate_agent, export_only, export_policy, train_model
 from dus_env.faults import fault_point
 
 EXIT_USAGE, EXIT_EXPORT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
@@ -58,44 +65,67 @@ EXIT_USAGE, EXIT_EXPORT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
 
 @dataclass
 class Args:
-    """Every knob of a run, with its default and help text; :func:`parse_args` makes one ``--option`` of each."""
+    """Every knob of a run, with its default; tyro makes one ``--option`` of each, its help from the docstring below it."""
 
-    algo: str = field(default="ppo", metadata={"help": "ppo, a2c, reinforce (DUS-R), or any SB3 / sb3-contrib algorithm (sac, td3, tqc, trpo, recurrentppo, ...)"})
-    env: str = field(default="dus_env/Synthetic-v0", metadata={"help": "Gymnasium id of a DUS environment (dus_env/Synthetic-v0, dus_env/MFeat-v0, ...)"})
-    env_kwargs: list[str] = field(default_factory=list, metadata={"help": "env config overrides for gymnasium.make: a JSON object, or key=value pairs with YAML values, dotted keys for nested fields (decision_steps=40 learner.hidden_sizes=[16])"})
-    timesteps: int | None = field(default=None, metadata={"help": "total environment steps (default: n_timesteps of the hyperparameter file)"})
-    n_envs: int | None = field(default=None, metadata={"help": "parallel training envs (default: n_envs of the hyperparameter file)"})
-    vec: str = field(default="native", metadata={"help": "how the training envs run: native (one batched computation in this process, fastest), subproc (one process per env) or dummy (one after another in this process)"})
-    seed: int = field(default=0, metadata={"help": "seed of the policy, the training episodes and the exploration"})
-    hyperparams: list[str] = field(default_factory=list, metadata={"help": "key=value overrides of agents/hyperparams/<algo>.yml, values in YAML (learning_rate=1e-4 'policy_kwargs=dict(net_arch=[32, 32])')"})
-    run_dir: str | None = field(default=None, metadata={"help": "output folder (default: runs/<algo>_<env-name>_<seed>)"})
-    tensorboard: str | None = field(default=None, metadata={"help": "TensorBoard log folder (default: <run-dir>/tb)"})
-    eval_freq: int = field(default=5000, metadata={"help": "evaluate the deterministic policy every this many env steps (0: only at the end)"})
-    eval_episodes: int = field(default=5, metadata={"help": "episodes per evaluation"})
-    eval_seed: int = field(default=1_000_000, metadata={"help": "evaluation episodes use seeds eval_seed, eval_seed+1, ... (the same instances in every evaluation and run)"})
-    checkpoint_freq: int = field(default=5000, metadata={"help": "checkpoint every this many env steps (0: only on Ctrl-C and at the end)"})
-    export_only: bool = field(default=False, metadata={"help": "only export the policy of the run in --run-dir again (its final model, or --checkpoint STEPS) to <run-dir>/exported"})
-    checkpoint: int | None = field(default=None, metadata={"help": "with --export-only: export this checkpoint (env steps) instead of the final model"})
-    resume: bool = field(default=False, metadata={"help": "continue the run in --run-dir (default: that of --algo/--env/--seed) from its newest intact checkpoint (or finish it), with the settings of its config.yml; --timesteps may set a new total"})
-    no_progress: bool = field(default=False, metadata={"help": "hide the progress bar"})
+    algo: Annotated[str, tyro.conf.arg(help=f"the algorithm: {', '.join(usable_algorithms())} (reinforce is DUS-R)")] = "ppo"
+    env: Annotated[str, tyro.conf.arg(metavar="ID")] = "dus_env/Synthetic-v0"
+    """a DUS environment id (dus_env/Synthetic-v0, MFeat-v0, ...; the dus_env/ prefix may be left out)"""
+    env_kwargs: Annotated[list[str], tyro.conf.arg(metavar="KEY=VALUE")] = field(default_factory=list)
+    """env config overrides for gymnasium.make: a JSON object, or key=value pairs with YAML values, dotted keys for
+    nested fields (decision_steps=40 learner.hidden_sizes=[16])"""
+    timesteps: Annotated[int | None, tyro.conf.arg(metavar="STEPS")] = None
+    """total environment steps (None: n_timesteps of the hyperparameter file); may change on --resume"""
+    n_envs: Annotated[int | None, tyro.conf.arg(metavar="N")] = None
+    """parallel training envs (None: n_envs of the hyperparameter file)"""
+    vec: Annotated[
+        str,
+        tyro.conf.arg(
+            help=f"how the training envs run: {' | '.join(VEC_KINDS)}; native is one batched computation "
+            "in this process (fastest), subproc one process per env, dummy one after another"
+        ),
+    ] = "native"
+    seed: int = 0
+    """seed of the policy, the training episodes and the exploration (small integers: agents/seed_ranges.py)"""
+    hyperparams: Annotated[list[str], tyro.conf.arg(metavar="KEY=VALUE")] = field(default_factory=list)
+    """overrides of agents/hyperparams/<algo>.yml, values in YAML (learning_rate=1e-4 'policy_kwargs=dict(net_arch=[32, 32])')"""
+    run_dir: Annotated[str | None, tyro.conf.arg(metavar="DIR")] = None
+    """output folder (None: runs/<algo>_<env-name>_<seed>, plus _<hash8> of --env-kwargs/--hyperparams/--n-envs when given)"""
+    tensorboard: Annotated[str | None, tyro.conf.arg(metavar="DIR")] = None
+    """TensorBoard log folder (None: <run-dir>/tb)"""
+    eval_freq: int = 5000
+    """evaluate the deterministic policy every this many env steps (0: only at the end)"""
+    eval_episodes: int = 5
+    """episodes per evaluation"""
+    eval_seed: int = TRAIN_EVAL_SEEDS.start
+    """evaluation episodes use seeds eval_seed, eval_seed+1, ... (the same instances in every evaluation and run)"""
+    checkpoint_freq: int = 5000
+    """checkpoint every this many env steps (0: only on Ctrl-C and at the end)"""
+    export_only: bool = False
+    """only export the policy of the run in --run-dir again (its final model, or --checkpoint STEPS) to <run-dir>/exported"""
+    checkpoint: Annotated[int | None, tyro.conf.arg(metavar="STEPS")] = None
+    """with --export-only: export this checkpoint (env steps) instead of the final model"""
+    resume: bool = False
+    """continue the run in --run-dir (None: the folder these options would start) from its newest intact checkpoint
+    (or finish it), with the settings of its config.yml; only --timesteps may change"""
+    progress: bool = True
+    """show the progress bar (--no-progress hides it)"""
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Args:
-    """``Args`` from the command line: one ``--option`` per field, help from the field's metadata."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    hints = get_type_hints(Args)
-    for spec in dataclasses.fields(Args):
-        flag = "--" + spec.name.replace("_", "-")
-        kind, helptext = hints[spec.name], spec.metadata["help"]
-        if kind is bool:
-            parser.add_argument(flag, action="store_true", help=helptext)
-        elif kind == list[str]:
-            parser.add_argument(flag, nargs="+", default=[], metavar="ITEM", help=helptext)
-        else:
-            scalar = int if kind in (int, int | None) else str
-            default = spec.default
-            parser.add_argument(flag, type=scalar, default=default, help=f"{helptext} [default: {default}]" if default is not None else helptext)
-    return Args(**vars(parser.parse_args(argv)))
+    """``Args`` from the command line (tyro: one ``--option`` per field; a parsing error exits with code 2)."""
+    return tyro.cli(Args, args=list(sys.argv[1:] if argv is None else argv), prog=Path(sys.argv[0]).name, description=__doc__)
+
+
+def given_options(argv: Sequence[str] | None) -> set[str]:
+    """The names of the ``Args`` fields given on the command line (``--vec dummy``, ``--vec=dummy``,
+    ``--no-progress``): what ``--resume`` compares with the saved run, leaving defaults out."""
+    names = {spec.name for spec in fields(Args)}
+    given = set()
+    for token in sys.argv[1:] if argv is None else argv:
+        if token.startswith("--"):
+            name = token[2:].split("=", 1)[0].replace("-", "_")
+            given.add(name[3:] if name.startswith("no_") and name[3:] in names else name)
+    return given & names
 
 
 def usable_cores() -> int:
@@ -110,19 +140,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Start or resume the run, train, then :func:`finish`; the exit code says how it ended.
 
     The machinery is in ``agents/``: ``runs.py`` (options -> checked run, its folder, resuming),
-    ``training.py`` (the SB3 and DUS-R loops, export) and ``callbacks.py`` (SB3 callbacks, eval log).
+    ``training.py`` (the training loop of every algorithm, DUS-R included, and export) and ``callbacks.py`` (SB3 callbacks, eval log).
     """
     args = parse_args(argv)
+    given = given_options(argv)
     if args.checkpoint is not None and not args.export_only:
         print("error: --checkpoint only goes with --export-only", file=sys.stderr)
         return EXIT_USAGE
     if args.export_only:
-        return export_command(args)
+        return export_command(args, given)
     # Harmless: without VecNormalize the eval env is a DummyVecEnv and the training env a SubprocVecEnv.
     warnings.filterwarnings("ignore", message="Training and eval env are not of the same type")
     start_time = time.perf_counter()
     try:
-        started = start_run(args)
+        started = start_run(args, given)
         if started is None:
             return 0
         run = started.run
@@ -130,11 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # (subproc) or the in-process loop (dummy), one thread per process is fastest for these models.
         torch.set_num_threads(usable_cores() if run.vec == "native" else 1)
         trained: Trained
-        if run.is_reinforce:
-            trained, interrupted = train_reinforce(started, not args.no_progress)
-        else:
-            trained, interrupted = train_sb3(started, not args.no_progress)
-    except (UsageError, HyperparamsError, dus_env.ConfigError) as error:
+        trained, interrupted = train_model(started, args.progress)
+    except (UsageError, dus_env.ConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -147,15 +175,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return finish(run, trained, start_time)
     except KeyboardInterrupt:
-        print(f"\ninterrupted after training: the final model is saved in {run.run_dir}; "
-              f"python train_agent.py --resume --run-dir {run.run_dir} finishes what is missing (evaluation, export)", file=sys.stderr)
+        print(
+            f"\ninterrupted after training: the final model is saved in {run.run_dir}; "
+            f"python train_agent.py --resume --run-dir {run.run_dir} finishes what is missing (evaluation, export)",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
 
 
-def export_command(args: Args) -> int:
+def export_command(args: Args, given: set[str]) -> int:
     """``--export-only``: export a run's final model (or a checkpoint) again, checked against its manifest."""
     try:
-        run, config = resume_run(args)
+        run, config = resume_run(args, given)
         lock_run(run.run_dir)
         remove_stale_files(run.run_dir)
         out_dir = export_only(run, read_manifest(run, config), args.checkpoint)

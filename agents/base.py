@@ -28,10 +28,10 @@ class Agent(ABC):
         self.layout = layout
         self.mapping = mapping
 
-    def reset(self, seed: int | None = None) -> None:
+    def reset(self, seed: int | None = None) -> None:  # noqa: B027 (a hook: stateless agents keep the default)
         """Start of an episode; stateless agents need nothing."""
 
-    def episode_copy(self) -> "Agent":
+    def episode_copy(self) -> Agent:
         """An independent agent for one episode of a batch (episodes of a batch run side by side).
 
         A deep copy by default; agents holding large read-only parts (a loaded model) override it

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -42,7 +42,7 @@ class FixedAllocationAgent(Agent):
         self._action = mapping.action(self.shares * mapping.total)
 
     @classmethod
-    def from_quantities(cls, layout: ObservationLayout, mapping: QuantityMapping, quantities: Sequence[int]) -> "FixedAllocationAgent":
+    def from_quantities(cls, layout: ObservationLayout, mapping: QuantityMapping, quantities: Sequence[int]) -> FixedAllocationAgent:
         """The constant that plays exactly ``quantities`` (also in the free budget, where shares would be rescaled)."""
         agent = cls(layout, mapping, [float(q) for q in quantities])
         agent._action = mapping.action(np.asarray(quantities, dtype=np.float64))

@@ -16,34 +16,30 @@ import math
 import os
 import signal
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import gymnasium as gym
 import torch
 
-from dus_env.registration import ENV_IDS, NAMESPACE
+from dus_env.env import config_of
+from dus_env.registration import resolve_env_id
 from dus_env.validation import ConfigError
 
 from . import cli
 from .base import Agent
+from .errors import UsageError
 from .rollout import EpisodeResult, run_episode_batch
-from .specs import AgentSpec, AgentSpecError, make_agent, parse_spec, resolve_spec, with_unique_labels
+from .seed_ranges import EVALUATION_SEEDS
+from .specs import AgentSpec, make_agent, parse_spec, resolve_spec, with_unique_labels
 from .stats import PairedComparison, Summary, paired_comparison, summarize
 
-#: Default first evaluation seed. Training seeds its envs from small integers (``--seed 0, 1, 2, ...``,
-#: vectorised envs ``seed + i``; later resets continue each env's own random stream), and a resumed SB3
-#: run reseeds them from ``2**31`` up (:func:`agents.training.resume_seed`); evaluation seeds start far
-#: above the former and below the latter, so no episode a policy was trained on is used to score it.
-#: (DUS-R draws each episode group's seed uniformly below ``2**31``: it meets a given evaluation seed
-#: only by a chance of one in ``2**31`` per group.)
-DEFAULT_SEED_OFFSET = 10_000
+#: Default first evaluation seed: the start of :data:`agents.seed_ranges.EVALUATION_SEEDS`, above every
+#: training seed and below every other range (see :mod:`agents.seed_ranges`).
+DEFAULT_SEED_OFFSET = EVALUATION_SEEDS.start
 CONFIDENCE = 0.95
 ALPHA = 0.05
-
-
-class BenchmarkInputError(ValueError):
-    """The user asked for something that cannot be run (unknown agent or env, bad option); one-line message."""
 
 
 @dataclass(frozen=True)
@@ -150,28 +146,25 @@ def make_plan(
     :param seed_offset: first seed; the seeds are ``seed_offset .. seed_offset + n_seeds - 1``.
     :param baseline: display name or spec of the reference agent; default ``uniform`` when it is
         among the agents, else the first agent.
-    :raises BenchmarkInputError: with a one-line message naming the bad value.
+    :raises UsageError: with a one-line message naming the bad value.
+    :raises ConfigError: an unknown env id (:func:`dus_env.registration.resolve_env_id`, naming close matches).
     """
     if n_seeds < 1:
-        raise BenchmarkInputError(f"--seeds {n_seeds} is invalid: need at least 1 seed per agent")
+        raise UsageError(f"--seeds {n_seeds} is invalid: need at least 1 seed per agent")
     if seed_offset < 0:
-        raise BenchmarkInputError(f"--seed-offset {seed_offset} is invalid: seeds must be non-negative")
+        raise UsageError(f"--seed-offset {seed_offset} is invalid: seeds must be non-negative")
     if not agents:
-        raise BenchmarkInputError("no agents given: pass --agents, e.g. --agents uniform heuristic")
+        raise UsageError("no agents given: pass --agents, e.g. --agents uniform heuristic")
     if not envs:
-        raise BenchmarkInputError("no envs given: pass --envs, e.g. --envs dus_env/Synthetic-v0")
-    try:
-        specs = with_unique_labels([parse_spec(text) for text in agents])
-    except AgentSpecError as exc:
-        raise BenchmarkInputError(str(exc)) from None
+        raise UsageError("no envs given: pass --envs, e.g. --envs dus_env/Synthetic-v0")
+    specs = with_unique_labels([parse_spec(text) for text in agents])
     env_ids = tuple(dict.fromkeys(resolve_env_id(name) for name in envs))
     ordered = [spec.text for spec in specs if spec.row_order is not None]
     if ordered and ("row_order" in env_kwargs or "row_order" in env_kwargs.get("learner", {})):
-        raise BenchmarkInputError(
-            f"--env-kwargs sets row_order and the agents {', '.join(ordered)} set their own: give the row order one way"
-        )
-    return BenchmarkPlan(env_ids, dict(env_kwargs), tuple(specs), tuple(range(seed_offset, seed_offset + n_seeds)),
-                         _pick_baseline(specs, baseline))
+        raise UsageError(f"--env-kwargs sets row_order and the agents {', '.join(ordered)} set their own: give the row order one way")
+    return BenchmarkPlan(
+        env_ids, dict(env_kwargs), tuple(specs), tuple(range(seed_offset, seed_offset + n_seeds)), _pick_baseline(specs, baseline)
+    )
 
 
 def check_plan(plan: BenchmarkPlan) -> dict[str, dict[str, Any]]:
@@ -181,11 +174,12 @@ def check_plan(plan: BenchmarkPlan) -> dict[str, dict[str, Any]]:
     should stop the run in a second with a clear message, not after an hour of other episodes.
 
     :returns: env id -> its full config (``EnvConfig.to_dict()``), for ``summary.json``.
-    :raises BenchmarkInputError: naming the env or agent spec at fault.
+    :raises UsageError: naming the env or agent spec at fault.
     """
     configs = {}
     for env_id in plan.env_ids:
         envs: dict[str, gym.Env] = {}
+
         # The plan's own env first: its config is the env's config in summary.json (agents with a
         # row order of their own run in a copy with that order, which their spec text names).
         def key(kwargs: Mapping[str, Any]) -> str:
@@ -197,39 +191,29 @@ def check_plan(plan: BenchmarkPlan) -> dict[str, dict[str, Any]]:
                 try:
                     env.reset(seed=plan.seeds[0])
                 except (ConfigError, ValueError, OSError) as exc:
-                    raise BenchmarkInputError(f"env {env_id} cannot start an episode: {exc}") from None
-        configs[env_id] = next(iter(envs.values())).unwrapped.config.to_dict()
+                    raise UsageError(f"env {env_id} cannot start an episode: {exc}") from None
+        configs[env_id] = config_of(next(iter(envs.values()))).to_dict()
         for agent in plan.agents:
             try:
                 make_agent(agent, envs[key(plan.env_kwargs_of(agent))])
-            except AgentSpecError as exc:
-                raise BenchmarkInputError(f"{exc} (env {env_id})") from None
+            except UsageError as exc:  # the spec is named; add the env it does not fit
+                raise UsageError(f"{exc} (env {env_id})") from None
         for env in envs.values():
             env.close()
     return configs
 
 
-def resolve_env_id(name: str) -> str:
-    """The registered id for ``name``; a bare ``Synthetic-v0`` means ``dus_env/Synthetic-v0``."""
-    if name in gym.registry:
-        return name
-    namespaced = f"{NAMESPACE}/{name}"
-    if namespaced in gym.registry:
-        return namespaced
-    raise BenchmarkInputError(f"unknown env {name!r}: registered dus_env ids are {', '.join(ENV_IDS)}")
-
-
 def build_env(env_id: str, env_kwargs: Mapping[str, Any]) -> gym.Env:
-    """``gymnasium.make(env_id, **env_kwargs)`` with bad kwargs reported as :class:`BenchmarkInputError`."""
+    """``gymnasium.make(env_id, **env_kwargs)`` with bad kwargs reported as :class:`UsageError`."""
     try:
         return gym.make(env_id, **env_kwargs)
     except (ConfigError, TypeError, ValueError, gym.error.Error) as exc:
-        raise BenchmarkInputError(f"env {env_id} with env kwargs {json.dumps(dict(env_kwargs))}: {exc}") from None
+        raise UsageError(f"env {env_id} with env kwargs {json.dumps(dict(env_kwargs))}: {exc}") from None
 
 
 def parse_env_kwargs(items: Sequence[str]) -> dict[str, Any]:
-    """``--env-kwargs`` values (see :mod:`agents.cli`); :class:`BenchmarkInputError` names a bad item."""
-    return cli.parse_env_kwargs(items, BenchmarkInputError)
+    """``--env-kwargs`` values (see :mod:`agents.cli`); :class:`UsageError` names a bad item."""
+    return cli.parse_env_kwargs(items, UsageError)
 
 
 def _pick_baseline(specs: Sequence[AgentSpec], baseline: str | None) -> str:
@@ -238,9 +222,7 @@ def _pick_baseline(specs: Sequence[AgentSpec], baseline: str | None) -> str:
     for spec in specs:
         if baseline in (spec.label, spec.text):
             return spec.label
-    raise BenchmarkInputError(
-        f"--baseline {baseline!r} is not one of the agents ({', '.join(spec.label for spec in specs)}): add it to --agents"
-    )
+    raise UsageError(f"--baseline {baseline!r} is not one of the agents ({', '.join(spec.label for spec in specs)}): add it to --agents")
 
 
 # -- running -------------------------------------------------------------------------------------
@@ -282,8 +264,11 @@ def batches(jobs: Sequence[EpisodeJob], size: int = DEFAULT_BATCH_SIZE) -> list[
     for job in jobs:
         groups.setdefault((job.env_id, job.spec, job.label), []).append(job)
     env_order = {env_id: i for i, env_id in enumerate(dict.fromkeys(job.env_id for job in jobs))}
-    chunks = [(env_order[env_id], start, group[start : start + size])
-              for (env_id, _, _), group in groups.items() for start in range(0, len(group), size)]
+    chunks = [
+        (env_order[env_id], start, group[start : start + size])
+        for (env_id, _, _), group in groups.items()
+        for start in range(0, len(group), size)
+    ]
     return [chunk for _, _, chunk in sorted(chunks, key=lambda item: item[:2])]
 
 
@@ -301,7 +286,7 @@ def run_batch(jobs: Sequence[EpisodeJob]) -> list[EpisodeResult]:
         venv = gym.make_vec(first.env_id, num_envs=len(jobs), vectorization_mode="vector_entry_point", **first.env_kwargs)
         # An untimed reset: a process's first batch would otherwise be charged about a second of
         # one-time start-up (torch's lazy initialisation) in its wall time.
-        venv.reset(seed=seeds)
+        venv.reset(seed=seeds)  # type: ignore[arg-type]  # vector envs take one seed per env; gymnasium's stub says int
         _VECTOR_ENVS[venv_key] = venv
     agent = _AGENTS[agent_key]
     agent.name = first.label
@@ -313,8 +298,10 @@ def run_batch(jobs: Sequence[EpisodeJob]) -> list[EpisodeResult]:
 
 def summarize_env(results: Sequence[EpisodeResult], plan: BenchmarkPlan, env_id: str) -> list[AgentSummary]:
     """Table numbers for one env, one entry per agent in plan order; all agents must share their seeds."""
-    by_agent = {agent.label: sorted((r for r in results if r.env_id == env_id and r.agent == agent.label),
-                                    key=lambda r: r.seed) for agent in plan.agents}
+    by_agent = {
+        agent.label: sorted((r for r in results if r.env_id == env_id and r.agent == agent.label), key=lambda r: r.seed)
+        for agent in plan.agents
+    }
     baseline_runs = by_agent[plan.baseline]
     baseline_seeds = [r.seed for r in baseline_runs]
     baseline_accuracy = [100.0 * r.test_accuracy for r in baseline_runs]
@@ -327,17 +314,19 @@ def summarize_env(results: Sequence[EpisodeResult], plan: BenchmarkPlan, env_id:
             raise ValueError(f"agent {agent.label!r} and baseline {plan.baseline!r} ran different seeds on {env_id}")
         accuracy = [100.0 * r.test_accuracy for r in runs]
         modality = [[100.0 * a for a in r.final["test_modality_accuracies"]] for r in runs]
-        summaries.append(AgentSummary(
-            agent=agent.label,
-            spec=resolve_spec(agent, env_id).text,
-            fused_accuracy=summarize(accuracy, CONFIDENCE),
-            modality_accuracies=tuple(summarize(column, CONFIDENCE) for column in zip(*modality)),
-            modality_gap=summarize([100.0 * r.final["test_modality_gap"] for r in runs], CONFIDENCE),
-            episode_return=summarize([r.episode_return for r in runs], CONFIDENCE),
-            wall_time=summarize([r.wall_time for r in runs], CONFIDENCE),
-            diverged=sum(bool(r.final["diverged"]) for r in runs),
-            versus_baseline=None if agent.label == plan.baseline else paired_comparison(accuracy, baseline_accuracy, CONFIDENCE),
-        ))
+        summaries.append(
+            AgentSummary(
+                agent=agent.label,
+                spec=resolve_spec(agent, env_id).text,
+                fused_accuracy=summarize(accuracy, CONFIDENCE),
+                modality_accuracies=tuple(summarize(column, CONFIDENCE) for column in zip(*modality)),
+                modality_gap=summarize([100.0 * r.final["test_modality_gap"] for r in runs], CONFIDENCE),
+                episode_return=summarize([r.episode_return for r in runs], CONFIDENCE),
+                wall_time=summarize([r.wall_time for r in runs], CONFIDENCE),
+                diverged=sum(bool(r.final["diverged"]) for r in runs),
+                versus_baseline=None if agent.label == plan.baseline else paired_comparison(accuracy, baseline_accuracy, CONFIDENCE),
+            )
+        )
     return summaries
 
 
@@ -352,14 +341,16 @@ def summary_row(env_id: str, summary: AgentSummary) -> dict[str, Any]:
     row["wall_time_mean_s"] = summary.wall_time.mean
     row["diverged_episodes"] = summary.diverged
     versus = summary.versus_baseline
-    row.update({
-        "diff_vs_baseline_mean_pts": versus.mean_diff if versus else math.nan,
-        "diff_vs_baseline_ci_low_pts": versus.ci_low if versus else math.nan,
-        "diff_vs_baseline_ci_high_pts": versus.ci_high if versus else math.nan,
-        "paired_t_pvalue": versus.t_pvalue if versus else math.nan,
-        "wilcoxon_pvalue": versus.wilcoxon_pvalue if versus and versus.wilcoxon_pvalue is not None else math.nan,
-        "significant": versus.significant(ALPHA) if versus else False,
-    })
+    row.update(
+        {
+            "diff_vs_baseline_mean_pts": versus.mean_diff if versus else math.nan,
+            "diff_vs_baseline_ci_low_pts": versus.ci_low if versus else math.nan,
+            "diff_vs_baseline_ci_high_pts": versus.ci_high if versus else math.nan,
+            "paired_t_pvalue": versus.t_pvalue if versus else math.nan,
+            "wilcoxon_pvalue": versus.wilcoxon_pvalue if versus and versus.wilcoxon_pvalue is not None else math.nan,
+            "significant": versus.significant(ALPHA) if versus else False,
+        }
+    )
     return row
 
 
@@ -377,36 +368,40 @@ def env_tables(env_id: str, summaries: Sequence[AgentSummary], plan: BenchmarkPl
     n_modalities = max(len(s.modality_accuracies) for s in summaries)
     metrics = Table(
         f"{env_id}: final test metrics over {seeds}, mean ± std",
-        ["agent", "fused acc %", "95% CI", *[f"mod {j} acc %" for j in range(n_modalities)], "gap pts", "return",
-         "s/episode"],
+        ["agent", "fused acc %", "95% CI", *[f"mod {j} acc %" for j in range(n_modalities)], "gap pts", "return", "s/episode"],
     )
     for s in summaries:
-        metrics.rows.append([
-            s.agent + (f" ({s.diverged} diverged)" if s.diverged else ""),
-            _mean_std(s.fused_accuracy, 2),
-            _interval(s.fused_accuracy.ci_low, s.fused_accuracy.ci_high, 2),
-            *[_mean_std(m, 1) for m in s.modality_accuracies],
-            _mean_std(s.modality_gap, 1),
-            _mean_std(s.episode_return, 3),
-            f"{s.wall_time.mean:.2f}",
-        ])
+        metrics.rows.append(
+            [
+                s.agent + (f" ({s.diverged} diverged)" if s.diverged else ""),
+                _mean_std(s.fused_accuracy, 2),
+                _interval(s.fused_accuracy.ci_low, s.fused_accuracy.ci_high, 2),
+                *[_mean_std(m, 1) for m in s.modality_accuracies],
+                _mean_std(s.modality_gap, 1),
+                _mean_std(s.episode_return, 3),
+                f"{s.wall_time.mean:.2f}",
+            ]
+        )
     paired = Table(
         f"{env_id}: paired difference of fused test accuracy vs {plan.baseline} (points, same seeds)",
         ["agent", "Δ mean", "95% CI", "p (paired t)", "p (Wilcoxon)", ""],
-        note=f"* p < {ALPHA} (paired t-test; — with fewer than 3 seeds or the same difference on every seed); Wilcoxon signed-rank needs n >= 6 seeds",
+        note=f"* p < {ALPHA} (paired t-test; — with fewer than 3 seeds or the same difference on every seed); "
+        "Wilcoxon signed-rank needs n >= 6 seeds",
     )
     for s in summaries:
         versus = s.versus_baseline
         if versus is None:
             continue
-        paired.rows.append([
-            s.agent,
-            f"{versus.mean_diff:+.2f}",
-            _interval(versus.ci_low, versus.ci_high, 2, signed=True),
-            format_pvalue(versus.t_pvalue),
-            format_pvalue(versus.wilcoxon_pvalue),
-            "*" if versus.significant(ALPHA) else "",
-        ])
+        paired.rows.append(
+            [
+                s.agent,
+                f"{versus.mean_diff:+.2f}",
+                _interval(versus.ci_low, versus.ci_high, 2, signed=True),
+                format_pvalue(versus.t_pvalue),
+                format_pvalue(versus.wilcoxon_pvalue),
+                "*" if versus.significant(ALPHA) else "",
+            ]
+        )
     return [metrics, paired] if paired.rows else [metrics]
 
 

@@ -1,10 +1,11 @@
 """Stable-Baselines3 callbacks of ``train_agent.py``, and the files they write.
 
 * :func:`record_info_scalars` / :class:`InfoScalarsCallback`: the env's own quantities as ``dus/*``
-  TensorBoard scalars (DUS-R training logs them with the same function).
+  TensorBoard scalars.
+* :class:`DumpLogsAtEndCallback`: the last scalars of a run reach TensorBoard.
 * :class:`EvaluationLog`: ``eval/evaluations.npz``, SB3's evaluation history plus test accuracies.
 * :class:`DUSEvalCallback`: ``EvalCallback`` on fixed seeds that fills that log and saves the best
-  policy through :class:`SaveBestCallback`.
+  policy through :class:`SaveBestCallback`, and evaluates once more at the end of training.
 * :class:`UpdateCheckpointCallback`: checkpoints taken between policy updates, so a resumed run
   repeats no update and skips no data.
 
@@ -19,9 +20,10 @@ import pickle
 import signal
 import sys
 import threading
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -34,7 +36,6 @@ from dus_env.faults import fault_point
 from .manifest import record_checkpoint
 from .results import write_bytes
 from .run_files import CHECKPOINT_DIR, SB3_CHECKPOINT_PREFIX, VECNORMALIZE_FILE
-
 
 # -- TensorBoard: the environment's own quantities -------------------------------------------------------
 
@@ -76,6 +77,19 @@ class InfoScalarsCallback(BaseCallback):
         return True
 
 
+class DumpLogsAtEndCallback(BaseCallback):
+    """At the end of training, dump what was recorded since the algorithm's last dump (with its
+    ``rollout/`` and ``time/`` scalars): on-policy algorithms record an update's ``train/`` scalars
+    after their dump, and a run may end between two ``log_interval`` dumps."""
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_training_end(self) -> None:
+        if self.logger.name_to_value:
+            self.model.dump_logs()
+
+
 # -- evaluation ---------------------------------------------------------------------------------------
 
 
@@ -101,9 +115,10 @@ class EvaluationLog:
                 self.test_accuracies = saved["test_accuracies"].tolist()
         if keep_until is not None:
             keep = [i for i, steps in enumerate(self.timesteps) if steps <= keep_until]
-            self.timesteps, self.results, self.ep_lengths, self.test_accuracies = (
-                [column[i] for i in keep] for column in (self.timesteps, self.results, self.ep_lengths, self.test_accuracies)
-            )
+            self.timesteps = [self.timesteps[i] for i in keep]
+            self.results = [self.results[i] for i in keep]
+            self.ep_lengths = [self.ep_lengths[i] for i in keep]
+            self.test_accuracies = [self.test_accuracies[i] for i in keep]
 
     @property
     def best_mean_return(self) -> float:
@@ -151,7 +166,10 @@ class DUSEvalCallback(EvalCallback):
 
     The eval env has one env per episode, reseeded with ``eval_seed`` before every evaluation, so
     episode ``i`` always runs on seed ``eval_seed + i``: evaluations compare policies on the same
-    training instances. ``EvalCallback`` syncs the ``VecNormalize`` statistics itself.
+    training instances. ``EvalCallback`` syncs the ``VecNormalize`` statistics itself. At the end of
+    training the final policy is evaluated too, unless the last evaluation was at the final step
+    count, so every run has ``eval/evaluations.npz`` and ``best_model/`` (``eval_freq`` 0: that
+    evaluation only).
     """
 
     def __init__(self, eval_env: VecEnv, log: EvaluationLog, eval_seed: int, eval_freq: int, best_dir: Path) -> None:
@@ -185,6 +203,17 @@ class DUSEvalCallback(EvalCallback):
             returns, lengths, accuracies = (list(column) for column in zip(*self._episodes))
             self.log.add(self.num_timesteps, returns, lengths, accuracies)
         return keep_going
+
+    def _on_training_end(self) -> None:
+        if self.log.timesteps and self.log.timesteps[-1] == self.num_timesteps:
+            return
+        # EvalCallback evaluates when n_calls is a multiple of eval_freq: 1 makes this call one.
+        every = self.eval_freq
+        self.eval_freq = 1
+        try:
+            self._on_step()
+        finally:
+            self.eval_freq = every
 
     def _log_success_callback(self, locals_: dict[str, Any], globals_: dict[str, Any]) -> None:
         super()._log_success_callback(locals_, globals_)

@@ -15,9 +15,9 @@ env API does not offer, the same task instance with a second model seed.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
 
 import numpy as np
 
@@ -26,10 +26,11 @@ from dus_env.core import TrainingCore
 from dus_env.env import episode_seeds
 from dus_env.quantities import QuantityMapping
 
-#: Seeds the best single constant is tuned on: disjoint from training seeds (small integers), from
-#: ``evaluate.py``'s default evaluation seeds (10,000 up), from the seeds of the documented tables
-#: (20,000-20,009, 40,000-40,019, 50,100 up) and from those the mix benchmarks were designed on (70,000 up).
-TUNING_SEEDS: tuple[int, ...] = tuple(range(60_000, 60_020))
+from . import seed_ranges
+
+#: Seeds the best single constant is tuned on (:data:`agents.seed_ranges.TUNING_SEEDS`): disjoint from
+#: every training, evaluation and table seed.
+TUNING_SEEDS: tuple[int, ...] = tuple(seed_ranges.TUNING_SEEDS)
 #: Grid step of the budget shares.
 DEFAULT_STEP = 0.05
 #: Envs per batched computation (memory stays at a few hundred MB for the registered presets).

@@ -19,8 +19,6 @@ if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
     from stable_baselines3.common.vec_env import VecNormalize
 
-    from .reinforce import ReinforceAgent
-
 
 class SB3DeterministicActor(torch.nn.Module):
     """The deterministic action of an SB3 policy as a plain module: what ``predict(deterministic=True)`` returns.
@@ -45,7 +43,7 @@ class SB3DeterministicActor(torch.nn.Module):
                 f"cannot export a recurrent policy ({type(policy).__name__}): the exported artifact is a feed-forward "
                 "network and would drop the LSTM state; export a PPO/A2C/SAC/TD3 policy instead"
             )
-        self.policy = policy
+        self.policy: Any = policy  # an SB3 policy of one of the kinds below; its parts are reached by name
         if isinstance(policy, ActorCriticPolicy):
             self.kind = "actor_critic"
         elif hasattr(policy, "actor") and hasattr(policy.actor, "get_action_dist_params"):
@@ -71,8 +69,8 @@ class SB3DeterministicActor(torch.nn.Module):
 
 
 def export_sb3_policy(
-    model: "BaseAlgorithm",
-    vec_normalize: "VecNormalize | None",
+    model: BaseAlgorithm,
+    vec_normalize: VecNormalize | None,
     env_config: EnvConfig,
     out_dir: str | Path,
     metadata: dict[str, Any] | None = None,
@@ -88,7 +86,11 @@ def export_sb3_policy(
     """
     normalization = None
     if vec_normalize is not None and vec_normalize.norm_obs:
+        from stable_baselines3.common.running_mean_std import RunningMeanStd
+
         rms = vec_normalize.obs_rms
+        if not isinstance(rms, RunningMeanStd):  # DUS envs observe one vector, never a dict
+            raise TypeError(f"cannot export normalisation statistics of dict observations ({sorted(rms)})")
         normalization = ObservationNormalization(
             np.asarray(rms.mean, dtype=np.float64),
             np.asarray(rms.var, dtype=np.float64),
@@ -97,17 +99,9 @@ def export_sb3_policy(
         )
     policy = model.policy.to("cpu")
     policy.set_training_mode(False)
-    return _export(SB3DeterministicActor(policy), env_config, out_dir, normalization,
-                   {"algorithm": type(model).__name__, **(metadata or {})})
-
-
-def export_reinforce_policy(
-    agent: "ReinforceAgent", env_config: EnvConfig, out_dir: str | Path, metadata: dict[str, Any] | None = None
-) -> Path:
-    """Write the artifact of a trained :class:`agents.reinforce.ReinforceAgent` (its mean action)."""
-    stats = agent.observation_normalization()
-    normalization = None if stats is None else ObservationNormalization(*stats)
-    return _export(agent.actor_module(), env_config, out_dir, normalization, {"algorithm": "REINFORCE", **(metadata or {})})
+    return _export(
+        SB3DeterministicActor(policy), env_config, out_dir, normalization, {"algorithm": type(model).__name__, **(metadata or {})}
+    )
 
 
 def _export(

@@ -7,18 +7,22 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
+from dus_env.env import DUSEnv
 from dus_env.policy_artifact import ArtifactError, PolicyArtifact
 
 from .base import Agent
 
 
 class ExportedPolicyAgent(Agent):
-    """Runs a policy artifact (ONNX by default) on the env's observations."""
+    """Runs a policy artifact on the env's observations: ``backend="onnx"`` (default, onnxruntime) or
+    ``"torch"`` (``policy.pt2`` through ``torch.export``), as :class:`~dus_env.policy_artifact.PolicyArtifact`."""
 
     name = "exported"
 
     def __init__(self, artifact: PolicyArtifact, env: gym.Env) -> None:
         unwrapped = env.unwrapped
+        if not isinstance(unwrapped, DUSEnv):
+            raise TypeError(f"an exported policy acts in a dus_env environment, got {type(unwrapped).__name__}")
         super().__init__(unwrapped.layout, unwrapped.mapping)
         if artifact.layout.n_modalities != unwrapped.n_modalities:
             raise ArtifactError(
@@ -28,7 +32,7 @@ class ExportedPolicyAgent(Agent):
         self.artifact = artifact
 
     @classmethod
-    def load(cls, path: str | Path, env: gym.Env, backend: str = "onnx") -> "ExportedPolicyAgent":
+    def load(cls, path: str | Path, env: gym.Env, backend: str = "onnx") -> ExportedPolicyAgent:
         return cls(PolicyArtifact(path, backend), env)
 
     def act(self, observation: np.ndarray) -> np.ndarray:

@@ -29,7 +29,7 @@ def lock_folder(folder: Path, what: str) -> None:
     if fcntl is None:
         return
     folder.mkdir(parents=True, exist_ok=True)
-    handle = open(folder / LOCK_FILE, "a+")
+    handle = open(folder / LOCK_FILE, "a+")  # noqa: SIM115 (held open until the process ends: that is the lock)
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

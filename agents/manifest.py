@@ -14,12 +14,13 @@ export (finish them), all present (nothing to do).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from dus_env.policy_artifact import sha256_file
 
@@ -63,7 +64,7 @@ class RunManifest:
         return json.dumps(data, indent=2, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "RunManifest":
+    def from_json(cls, text: str) -> RunManifest:
         try:
             data = json.loads(text)
             if data.get("version") != MANIFEST_VERSION:
@@ -124,13 +125,21 @@ def record_checkpoint(run_dir: Path, steps: int, paths: Iterable[Path]) -> None:
 def record_final(run_dir: Path, paths: Iterable[Path], steps: int) -> None:
     """The final model of ``steps`` env steps is written (a run extended later needs a new one)."""
     records = file_records(run_dir, paths)
-    _update(run_dir, lambda manifest: (setattr(manifest, "final", records), setattr(manifest, "final_steps", steps)))
+
+    def change(manifest: RunManifest) -> None:
+        manifest.final, manifest.final_steps = records, steps
+
+    _update(run_dir, change)
 
 
 def record_export(run_dir: Path, folder: Path, steps: int) -> None:
     """The export of a model of ``steps`` env steps is written."""
     records = file_records(run_dir, sorted(p for p in folder.iterdir() if p.is_file()))
-    _update(run_dir, lambda manifest: (setattr(manifest, "export", records), setattr(manifest, "export_steps", steps)))
+
+    def change(manifest: RunManifest) -> None:
+        manifest.export, manifest.export_steps = records, steps
+
+    _update(run_dir, change)
 
 
 def missing_outputs(run_dir: Path, manifest: RunManifest, steps: int) -> list[str]:

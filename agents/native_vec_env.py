@@ -8,7 +8,8 @@ native env runs in same-step autoreset mode and this class translates its batche
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -19,21 +20,25 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvS
 from dus_env.vector_env import DUSVectorEnv, row_infos
 
 
-def make_native_vec_env(env_id: str, num_envs: int, env_kwargs: dict[str, Any]) -> "NativeVecEnv":
+def make_native_vec_env(env_id: str, num_envs: int, env_kwargs: dict[str, Any]) -> NativeVecEnv:
     """``gymnasium.make_vec(env_id, num_envs, **env_kwargs)`` in same-step autoreset mode, as an SB3 ``VecEnv``."""
     import dus_env  # noqa: F401  (registers the ids)
 
-    venv = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point",
-                        autoreset_mode=AutoresetMode.SAME_STEP, **env_kwargs)
-    return NativeVecEnv(venv.unwrapped if not isinstance(venv, DUSVectorEnv) else venv)
+    venv = gym.make_vec(
+        env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", autoreset_mode=AutoresetMode.SAME_STEP, **env_kwargs
+    )
+    base = venv if isinstance(venv, DUSVectorEnv) else venv.unwrapped
+    if not isinstance(base, DUSVectorEnv):
+        raise TypeError(f"{env_id} does not make a dus_env vector env ({type(base).__name__}): the native vector env needs a DUS env id")
+    return NativeVecEnv(base)
 
 
 class NativeVecEnv(VecEnv):
     """SB3 ``VecEnv`` protocol over a same-step-autoreset :class:`DUSVectorEnv` (see the module docstring).
 
     ``reset()`` honours the seeds given by ``seed()`` (SB3's ``set_random_seed``), so a run is
-    reproducible from its seed exactly as with ``DummyVecEnv``. :meth:`reset_with_seeds` starts a
-    fresh episode in every env from given seeds in one batched reset (DUS-R's episode groups).
+    reproducible from its seed exactly as with ``DummyVecEnv``; seeds set per env (``_seeds``, as
+    DUS-R's episode groups set them) start every env's episode in one batched reset.
     """
 
     def __init__(self, venv: DUSVectorEnv) -> None:
@@ -50,11 +55,6 @@ class NativeVecEnv(VecEnv):
         observations, _ = self.venv.reset(seed=seeds)
         self._reset_seeds()
         self._reset_options()
-        return observations
-
-    def reset_with_seeds(self, seeds: Sequence[int]) -> np.ndarray:
-        """New episodes in every env, env ``i`` from ``seeds[i]`` (one batched reset)."""
-        observations, _ = self.venv.reset(seed=[int(seed) for seed in seeds])
         return observations
 
     def step_async(self, actions: np.ndarray) -> None:
@@ -89,7 +89,7 @@ class NativeVecEnv(VecEnv):
     def env_method(self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **method_kwargs: Any) -> list[Any]:
         raise AttributeError(
             f"env_method({method_name!r}) is not available on a native vector env: its envs are rows of one batched "
-            "computation (use reset_with_seeds() for seeded resets)"
+            "computation (seed() then reset() for seeded resets)"
         )
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:

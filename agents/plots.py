@@ -6,8 +6,9 @@ no display is needed, no global backend is switched, and figures are freed as so
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 from matplotlib import colormaps
@@ -18,7 +19,7 @@ from matplotlib.lines import Line2D
 from .results import atomic_output
 
 #: Line style per modality (colour is per agent); modalities beyond four reuse them.
-MODALITY_STYLES = ("-", "--", ":", "-.")
+MODALITY_STYLES: tuple[Literal["-", "--", ":", "-."], ...] = ("-", "--", ":", "-.")
 DPI = 120
 
 Trace = Sequence[Mapping[str, Any]]
@@ -40,7 +41,7 @@ def plot_trajectories(traces: Mapping[str, Sequence[Trace]], path: str | Path, t
     ax_quantity, ax_score = figure.subplots(1, 2)
     colors = _colors(len(traces))
     n_modalities = 0
-    for color, (agent, seeds) in zip(colors, traces.items()):
+    for color, seeds in zip(colors, traces.values()):
         quantities = _mean_over_seeds(seeds, "quantities")
         scores = _mean_over_seeds(seeds, "cumulative_scores")
         n_modalities = max(n_modalities, quantities.shape[1])
@@ -59,8 +60,12 @@ def plot_trajectories(traces: Mapping[str, Sequence[Trace]], path: str | Path, t
         for j in range(n_modalities)
     ]
     # One legend below both panels: lines would hide under a legend drawn inside an axis.
-    figure.legend(handles=agent_handles + modality_handles, loc="outside lower center",
-                  ncols=min(len(agent_handles) + len(modality_handles), 6), fontsize="small")
+    figure.legend(
+        handles=agent_handles + modality_handles,
+        loc="outside lower center",
+        ncols=min(len(agent_handles) + len(modality_handles), 6),
+        fontsize="small",
+    )
     figure.suptitle(title)
     _save(figure, path)
 
@@ -87,7 +92,7 @@ def plot_final_accuracy(values: Mapping[str, Sequence[float]], path: str | Path,
         offsets = jitter.uniform(-0.12, 0.12, points.size)
         axis.scatter(position + offsets, points, color=color, s=18, alpha=0.8, zorder=3)
         axis.scatter([position], [points.mean()], color="black", marker="D", s=30, zorder=4)
-    if baseline in values:
+    if baseline is not None and baseline in values:
         axis.axhline(float(np.mean(values[baseline])), color="gray", linestyle="--", linewidth=1, label=f"{baseline} mean")
         axis.legend(fontsize="small")
     axis.set(ylabel="final fused test accuracy (%)", title=title)

@@ -17,8 +17,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -42,8 +43,9 @@ class FinishedEpisode:
     result: EpisodeResult
 
 
-def write_result_set(out: Path, episodes: Sequence[Mapping[str, Any]], traces: Sequence[Mapping[str, Any]],
-                     finished: Sequence[FinishedEpisode]) -> None:
+def write_result_set(
+    out: Path, episodes: Sequence[Mapping[str, Any]], traces: Sequence[Mapping[str, Any]], finished: Sequence[FinishedEpisode]
+) -> None:
     """Write the CSV rows and the full results as one new generation and switch to it atomically."""
     out.mkdir(parents=True, exist_ok=True)
     generation = Path(tempfile.mkdtemp(prefix=GENERATION_PREFIX, dir=out))
@@ -67,8 +69,10 @@ def read_finished(out: Path) -> list[FinishedEpisode]:
     path = out / CURRENT / RESULTS_FILE
     if not path.is_file():
         if (out / "episodes.csv").exists():
-            raise ValueError(f"{out} holds results of an evaluate.py from before dus_env 0.4 (no {CURRENT}/{RESULTS_FILE}): "
-                             "they cannot be resumed; use another --out")
+            raise ValueError(
+                f"{out} holds results of an evaluate.py from before dus_env 0.4 (no {CURRENT}/{RESULTS_FILE}): "
+                "they cannot be resumed; use another --out"
+            )
         return []
     results = []
     for number, line in enumerate(path.read_text().splitlines(), 1):

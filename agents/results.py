@@ -16,10 +16,11 @@ import math
 import os
 import platform
 import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import IO, Any, Iterator, Mapping, Sequence
+from typing import IO, Any
 
 import numpy as np
 
@@ -29,7 +30,14 @@ from .rollout import EpisodeResult
 
 #: Distributions whose versions are recorded with every result (absent ones are reported as such).
 RECORDED_PACKAGES = (
-    "dus_env", "torch", "gymnasium", "numpy", "scipy", "matplotlib", "stable-baselines3", "sb3-contrib",
+    "dus_env",
+    "torch",
+    "gymnasium",
+    "numpy",
+    "scipy",
+    "matplotlib",
+    "stable-baselines3",
+    "sb3-contrib",
 )
 
 
@@ -46,7 +54,8 @@ def atomic_output(path: str | Path, binary: bool = False, fault: str | None = No
     target.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
-        with os.fdopen(descriptor, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})) as handle:
+        opened: IO[Any] = os.fdopen(descriptor, "wb") if binary else os.fdopen(descriptor, "w", encoding="utf-8", newline="")
+        with opened as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())

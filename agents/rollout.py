@@ -4,8 +4,9 @@ episodes in the native vector env (``dus_env.DUSVectorEnv``), with the same resu
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -60,15 +61,13 @@ def run_episode(env: gym.Env, agent: Agent, seed: int, env_id: str = "") -> Epis
         action = np.asarray(agent.act(observation), dtype=np.float32)
         observation, reward, terminated, truncated, info = env.step(action)
         total += float(reward)
-        trace.append(trace_entry(info, reward))
+        trace.append(trace_entry(info, float(reward)))
         if terminated or truncated:
             break
     return EpisodeResult(agent.name, env_id, seed, total, final_entries(info), trace, time.perf_counter() - start)
 
 
-def run_episode_batch(
-    venv: gym.vector.VectorEnv, agents: Sequence[Agent], seeds: Sequence[int], env_id: str = ""
-) -> list[EpisodeResult]:
+def run_episode_batch(venv: gym.vector.VectorEnv, agents: Sequence[Agent], seeds: Sequence[int], env_id: str = "") -> list[EpisodeResult]:
     """Play one episode per env of a native vector env, env ``i`` with ``agents[i]`` from seed ``seeds[i]``.
 
     The same episodes as :func:`run_episode` with a ``DUSEnv`` on the same seeds (up to float noise
@@ -91,18 +90,16 @@ def run_episode_batch(
         )
     mode = venv.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
     if mode != AutoresetMode.NEXT_STEP:
-        raise ValueError(
-            f"run_episode_batch needs venv in next_step autoreset mode, not {mode}: make it with autoreset_mode='next_step'"
-        )
+        raise ValueError(f"run_episode_batch needs venv in next_step autoreset mode, not {mode}: make it with autoreset_mode='next_step'")
     start = time.perf_counter()
     for agent, seed in zip(agents, seeds):
         agent.reset(seed)
-    observations, infos = venv.reset(seed=[int(seed) for seed in seeds])
+    observations, infos = venv.reset(seed=[int(seed) for seed in seeds])  # type: ignore[arg-type]  # vector envs take one seed per env; gymnasium's stub says int
     traces = [[trace_entry(row, 0.0)] for row in row_infos(infos, n)]
     totals = np.zeros(n)
     finals: list[dict[str, Any]] = [{} for _ in range(n)]
     running = np.ones(n, dtype=bool)
-    actions = np.zeros((n, *venv.single_action_space.shape), dtype=np.float32)
+    actions = np.zeros((n, *(venv.single_action_space.shape or ())), dtype=np.float32)
     while running.any():
         for i in np.flatnonzero(running).tolist():
             actions[i] = agents[i].act(observations[i])

@@ -1,6 +1,6 @@
 """A training run of ``train_agent.py``: its options resolved and checked, its folder, its resumption.
 
-A run lives in one folder (``runs/<algo>_<env-name>_<seed>/`` by default) whose ``config.yml``
+A run lives in one folder (``runs/<algo>_<env-name>_<seed>[_<hash8>]/`` by default, :func:`default_run_dir`) whose ``config.yml``
 holds everything needed to continue it and whose manifest ``run.json`` (:mod:`agents.manifest`)
 records every checkpoint, the final model and the export with their checksums. :func:`start_run`
 either checks the options and writes a new ``config.yml`` and manifest, or reads them back and
@@ -13,28 +13,40 @@ message that says what to change. Temporary files a killed process left behind a
 
 from __future__ import annotations
 
+import difflib
+import functools
+import inspect
 import platform
 import shutil
 import sys
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import gymnasium as gym
+import numpy as np
 import yaml
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 import dus_env
+from dus_env.env import config_of
+from dus_env.registration import resolve_env_id
 
 from . import cli
+from .cli import yaml_number
+from .errors import UsageError  # also importable from here, as agents.runs.UsageError
 from .folder_lock import FolderInUseError, lock_folder
 from .manifest import MANIFEST_FILE, ManifestError, RunManifest, config_hash, damage, load_manifest, missing_outputs, save_manifest
-from .reinforce import ReinforceConfig
+from .reinforce import Reinforce
 from .results import package_versions, write_text
-from .run_files import CHECKPOINT_DIR, CONFIG_FILE, REINFORCE_CHECKPOINT_PREFIX, REINFORCE_FINAL_FILE, SB3_CHECKPOINT_PREFIX, SB3_FINAL_FILE
+from .run_files import CHECKPOINT_DIR, CONFIG_FILE, SB3_FINAL_FILE
 from .sb3_agent import (
-    RUN_KEYS,
-    check_hyperparam_keys,
+    available_algorithms,
+    default_policy,
     get_algorithm_class,
     load_hyperparams,
     parse_key_values,
@@ -49,10 +61,6 @@ TRAINING_PACKAGES = ("dus_env", "torch", "gymnasium", "stable-baselines3", "sb3-
 
 #: How the training envs run (``--vec``): the native batched vector env, subprocesses, or one after another.
 VEC_KINDS = ("native", "subproc", "dummy")
-
-
-class UsageError(Exception):
-    """Bad input: reported in one line, exit code 2."""
 
 
 class RunOptions(Protocol):
@@ -96,10 +104,6 @@ class Run:
     env_config: dus_env.EnvConfig
 
     @property
-    def is_reinforce(self) -> bool:
-        return self.algo == "reinforce"
-
-    @property
     def checkpoint_dir(self) -> Path:
         return self.run_dir / CHECKPOINT_DIR
 
@@ -118,24 +122,26 @@ class Run:
 
     def to_config(self) -> dict[str, Any]:
         """What ``config.yml`` holds: enough to rerun or resume, plus provenance."""
-        return _plain({
-            "algo": self.algo,
-            "env_id": self.env_id,
-            "env_kwargs": self.env_kwargs,
-            "seed": self.seed,
-            "total_timesteps": self.total_timesteps,
-            "n_envs": self.n_envs,
-            "vec": self.vec,
-            "hyperparams": self.hyperparams,
-            "eval": {"freq": self.eval_freq, "episodes": self.eval_episodes, "seed": self.eval_seed},
-            "checkpoint_freq": self.checkpoint_freq,
-            # Relative to the run directory when inside it, so that a moved run still resumes.
-            "tensorboard_dir": str(_relative_to(self.tensorboard_dir, self.run_dir)),
-            "env_config": self.env_config.to_dict(),
-            "layout": self.env_config.observation_layout().to_dict(),
-            "versions": training_versions(),
-            "command": sys.argv,
-        })
+        return _plain(
+            {
+                "algo": self.algo,
+                "env_id": self.env_id,
+                "env_kwargs": self.env_kwargs,
+                "seed": self.seed,
+                "total_timesteps": self.total_timesteps,
+                "n_envs": self.n_envs,
+                "vec": self.vec,
+                "hyperparams": self.hyperparams,
+                "eval": {"freq": self.eval_freq, "episodes": self.eval_episodes, "seed": self.eval_seed},
+                "checkpoint_freq": self.checkpoint_freq,
+                # Relative to the run directory when inside it, so that a moved run still resumes.
+                "tensorboard_dir": str(_relative_to(self.tensorboard_dir, self.run_dir)),
+                "env_config": self.env_config.to_dict(),
+                "layout": self.env_config.observation_layout().to_dict(),
+                "versions": training_versions(),
+                "command": sys.argv,
+            }
+        )
 
 
 @dataclass
@@ -163,16 +169,21 @@ class RunStart:
         write_config(self.run.run_dir, config)
 
 
-def start_run(options: RunOptions) -> RunStart | None:
+def start_run(options: RunOptions, given: Collection[str] | None = None) -> RunStart | None:
     """Resolve a new run (writing its ``config.yml`` and manifest) or plan a resumption (see the module docstring).
 
     ``None``: a resumed run that already has all its steps, its final model and its export.
+
+    :param given: names of the options given on the command line, compared with the saved run on
+        ``--resume`` (:func:`resume_run`).
     """
     if not options.resume:
         run = resolve_run(options)
         if (run.run_dir / CONFIG_FILE).exists() and not is_run_folder(run.run_dir):
-            raise UsageError(f"{run.run_dir} holds a {CONFIG_FILE} but no readable {MANIFEST_FILE}: it is not a run folder of "
-                             "this dus_env (or a run from before 0.4); choose another --run-dir")
+            raise UsageError(
+                f"{run.run_dir} holds a {CONFIG_FILE} but no readable {MANIFEST_FILE}: it is not a run folder of "
+                "this dus_env (or a run from before 0.4); choose another --run-dir"
+            )
         lock_run(run.run_dir)
         remove_stale_files(run.run_dir)
         if holds_work(run.run_dir):
@@ -184,7 +195,7 @@ def start_run(options: RunOptions) -> RunStart | None:
         save_manifest(run.run_dir, RunManifest(run.algo, run.env_id, settings_hash(config)))
         write_config(run.run_dir, config)
         return RunStart(run)
-    run, config = resume_run(options)
+    run, config = resume_run(options, given)
     lock_run(run.run_dir)
     remove_stale_files(run.run_dir)
     manifest = read_manifest(run, config)
@@ -202,8 +213,10 @@ def start_run(options: RunOptions) -> RunStart | None:
     if done >= run.total_timesteps:
         missing = missing_outputs(run.run_dir, manifest, done)
         if not missing:
-            print(f"{run.run_dir} is complete: {done:,} of {run.total_timesteps:,} steps, final model and export in place "
-                  "(pass a larger --timesteps to train on)")
+            print(
+                f"{run.run_dir} is complete: {done:,} of {run.total_timesteps:,} steps, final model and export in place "
+                "(pass a larger --timesteps to train on)"
+            )
             return None
         print(f"{run.run_dir} has finished training ({done:,} steps) but not its {' and '.join(missing)}: finishing them")
     else:
@@ -216,8 +229,9 @@ def settings_hash(config: dict[str, Any]) -> str:
     but the step budget (``--resume --timesteps`` may raise it). Taken from the saved values, not
     re-resolved ones, so that a field a later dus_env adds to ``EnvConfig`` does not change it."""
     hyperparams = {k: v for k, v in config["hyperparams"].items() if k != "n_timesteps"}
-    return config_hash({key: config[key] for key in ("algo", "env_id", "env_kwargs", "seed", "n_envs", "env_config")}
-                       | {"hyperparams": hyperparams})
+    return config_hash(
+        {key: config[key] for key in ("algo", "env_id", "env_kwargs", "seed", "n_envs", "env_config")} | {"hyperparams": hyperparams}
+    )
 
 
 def lock_run(run_dir: Path) -> None:
@@ -269,7 +283,7 @@ def holds_work(run_dir: Path) -> bool:
         return True
     if manifest is not None and (manifest.checkpoints or manifest.final):
         return True
-    files = [run_dir / SB3_FINAL_FILE, run_dir / REINFORCE_FINAL_FILE]
+    files = [run_dir / SB3_FINAL_FILE]
     checkpoints = run_dir / CHECKPOINT_DIR
     return any(path.exists() for path in files) or (checkpoints.is_dir() and any(checkpoints.iterdir()))
 
@@ -305,33 +319,38 @@ def remove_stale_files(run_dir: Path) -> None:
 
 
 def resolve_run(options: RunOptions) -> Run:
-    """Check every option and build the :class:`Run`; bad input raises :class:`UsageError`."""
+    """Check every option and build the :class:`Run`; bad input raises :class:`UsageError` (an unknown
+    env id :class:`dus_env.ConfigError`). A step budget the algorithm rounds up is announced in one line."""
     algo = canonical_algo(options.algo)
-    env_kwargs = parse_env_kwargs(options.env_kwargs)
-    overrides = parse_key_values(options.hyperparams, "--hyperparams")
-    if options.n_envs is not None:
-        overrides["n_envs"] = options.n_envs
+    env_id = resolve_env_id(options.env)
+    env_kwargs, overrides = requested_overrides(options)
     if options.timesteps is not None:
         overrides["n_timesteps"] = options.timesteps
-    hyperparams = load_hyperparams(algo, options.env, overrides)
-    n_envs, total_timesteps = run_settings(hyperparams)
-    hyperparams.update(n_envs=n_envs, n_timesteps=total_timesteps)
+    hyperparams = load_hyperparams(algo, env_id, overrides)
+    n_envs, requested = run_settings(hyperparams)
+    hyperparams.update(n_envs=n_envs)
     for name in ("eval_freq", "checkpoint_freq"):
         if getattr(options, name) < 0:
-            raise UsageError(f"--{name.replace('_', '-')}={getattr(options, name)} is invalid: expected 0 (off) or a positive number of steps")
+            raise UsageError(
+                f"--{name.replace('_', '-')}={getattr(options, name)} is invalid: expected 0 (off) or a positive number of steps"
+            )
     if options.eval_episodes < 1:
         raise UsageError(f"--eval-episodes={options.eval_episodes} is invalid: expected at least 1")
     if options.vec not in VEC_KINDS:
         raise UsageError(f"--vec={options.vec!r} is invalid: expected one of {', '.join(VEC_KINDS)}")
-    env = probe_env(options.env, env_kwargs, options.eval_seed)
+    env = probe_env(env_id, env_kwargs, options.eval_seed)
     try:
+        total_timesteps, rounding = trained_timesteps(algo, hyperparams, config_of(env).decision_steps)
+        hyperparams.update(n_timesteps=total_timesteps)
         check_algorithm_hyperparams(algo, hyperparams, env)
     finally:
         env.close()
-    run_dir = Path(options.run_dir or default_run_dir(algo, options.env, options.seed))
+    if rounding:
+        print(f"note: {requested:,} steps requested, {total_timesteps:,} will be trained: {rounding}")
+    run_dir = Path(options.run_dir or default_run_dir(algo, env_id, options.seed, folder_overrides(env_kwargs, overrides)))
     return Run(
         algo=algo,
-        env_id=options.env,
+        env_id=env_id,
         env_kwargs=env_kwargs,
         seed=options.seed,
         hyperparams=hyperparams,
@@ -344,23 +363,50 @@ def resolve_run(options: RunOptions) -> Run:
         checkpoint_freq=options.checkpoint_freq,
         run_dir=run_dir,
         tensorboard_dir=Path(options.tensorboard) if options.tensorboard else run_dir / "tb",
-        env_config=env.unwrapped.config,  # type: ignore[attr-defined]
+        env_config=config_of(env),
     )
 
 
-def resume_run(options: RunOptions) -> tuple[Run, dict[str, Any]]:
-    """The :class:`Run` saved in the run directory's ``config.yml`` (``--timesteps`` sets a new total), and that config."""
-    run_dir = Path(options.run_dir or default_run_dir(canonical_algo(options.algo), options.env, options.seed))
+def resume_run(options: RunOptions, given: Collection[str] | None = None) -> tuple[Run, dict[str, Any]]:
+    """The :class:`Run` saved in the run directory's ``config.yml`` (``--timesteps`` sets a new total), and that config.
+
+    Without ``--run-dir`` the folder is the one the same options would start (:func:`default_run_dir`).
+    Every other option must agree with the saved run: a differing one is refused with a message
+    naming it (see :func:`changed_settings`), never silently ignored.
+
+    :param given: names of the options given on the command line (``RunOptions`` attributes); those
+        are compared with the saved run. ``None``: only the options whose value says they were given
+        (``env_kwargs``, ``hyperparams``, ``n_envs``, ``tensorboard``).
+    """
+    if options.run_dir:
+        run_dir = Path(options.run_dir)
+    else:
+        algo, env_id = canonical_algo(options.algo), resolve_env_id(options.env)
+        run_dir = default_run_dir(algo, env_id, options.seed, folder_overrides(*requested_overrides(options)))
     config_path = run_dir / CONFIG_FILE
     if not config_path.is_file():
-        raise UsageError(f"nothing to resume in {run_dir}: no {CONFIG_FILE} (pass the run's folder with --run-dir)")
+        siblings = sorted(str(path) for path in run_dir.parent.glob(f"{run_dir.name.split('_')[0]}_*") if (path / CONFIG_FILE).is_file())
+        hint = f"; runs there: {', '.join(siblings)}" if siblings and not options.run_dir else ""
+        raise UsageError(
+            f"nothing to resume in {run_dir}: no {CONFIG_FILE} (pass the run's folder with --run-dir, or the options that started it){hint}"
+        )
     try:
         saved = yaml.safe_load(config_path.read_text())
+        changed = changed_settings(options, saved, run_dir, given)
+        if changed:
+            raise UsageError(
+                f"--resume cannot change the settings of {run_dir}: {'; '.join(changed)}. Only --timesteps may "
+                "change on --resume: drop the others, or start a new run without --resume"
+            )
         probe = probe_env(saved["env_id"], saved["env_kwargs"], saved["eval"]["seed"])
         probe.close()
         hyperparams = dict(saved["hyperparams"])
         if options.timesteps is not None:
             hyperparams["n_timesteps"] = options.timesteps
+        total_timesteps, rounding = trained_timesteps(saved["algo"], hyperparams, config_of(probe).decision_steps)
+        if rounding and options.timesteps is not None:
+            print(f"note: {options.timesteps:,} steps requested, {total_timesteps:,} will be trained: {rounding}")
+        hyperparams["n_timesteps"] = total_timesteps
         run = Run(
             algo=saved["algo"],
             env_id=saved["env_id"],
@@ -370,36 +416,197 @@ def resume_run(options: RunOptions) -> tuple[Run, dict[str, Any]]:
             n_envs=saved["n_envs"],
             # Runs from before the native vector env ran their envs in subprocesses.
             vec=saved.get("vec", "subproc"),
-            total_timesteps=run_settings(hyperparams)[1],
+            total_timesteps=total_timesteps,
             eval_freq=saved["eval"]["freq"],
             eval_episodes=saved["eval"]["episodes"],
             eval_seed=saved["eval"]["seed"],
             checkpoint_freq=saved["checkpoint_freq"],
             run_dir=run_dir,
             tensorboard_dir=run_dir / saved["tensorboard_dir"],
-            env_config=probe.unwrapped.config,
+            env_config=config_of(probe),
         )
     except (yaml.YAMLError, KeyError, TypeError) as error:
         raise UsageError(f"{config_path} is damaged or incomplete ({error!r}): start a new run without --resume") from error
     return run, saved
 
 
-def default_run_dir(algo: str, env_id: str, seed: int) -> Path:
-    """``runs/<algo>_<env-name>_<seed>``, e.g. ``runs/ppo_Synthetic-v0_0``."""
-    return Path("runs") / f"{algo}_{env_id.split('/')[-1]}_{seed}"
+def default_run_dir(algo: str, env_id: str, seed: int, overrides: Mapping[str, Any] | None = None) -> Path:
+    """``runs/<algo>_<env-name>_<seed>`` (e.g. ``runs/ppo_Synthetic-v0_0``) for a run with the files'
+    settings, ``runs/<algo>_<env-name>_<seed>_<hash8>`` for one with ``overrides``
+    (:func:`folder_overrides`): two runs that differ in any setting never share a folder, and the
+    same options find the same folder again (``--resume``).
+    """
+    name = f"{algo}_{env_id.split('/')[-1]}_{seed}"
+    if overrides:
+        name += "_" + config_hash(_plain(dict(overrides)))[:8]
+    return Path("runs") / name
+
+
+def requested_overrides(options: RunOptions) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The run's ``--env-kwargs`` and its hyperparameter overrides (``--hyperparams``, with ``--n-envs``
+    as ``n_envs``), parsed: ``decision_steps=40`` and ``{"decision_steps": 40}`` give the same values."""
+    env_kwargs = parse_env_kwargs(options.env_kwargs)
+    overrides = parse_key_values(options.hyperparams, "--hyperparams")
+    if options.n_envs is not None:
+        overrides["n_envs"] = options.n_envs
+    return env_kwargs, overrides
+
+
+def folder_overrides(env_kwargs: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """What names a run folder beside algo, env and seed: the env kwargs and the hyperparameter
+    overrides, without the step budget (``--resume --timesteps`` may raise it); empty for a run with
+    the files' settings, whose folder then keeps its short name."""
+    hyperparams = {key: value for key, value in overrides.items() if key != "n_timesteps"}
+    return {name: values for name, values in (("env_kwargs", dict(env_kwargs)), ("hyperparams", hyperparams)) if values}
+
+
+def changed_settings(options: RunOptions, saved: dict[str, Any], run_dir: Path, given: Collection[str] | None) -> list[str]:
+    """``--resume``: one line per given option that differs from the saved run (``config.yml`` values), e.g.
+    ``--vec gives 'dummy', the run has 'native'``; empty when nothing differs. ``--timesteps`` may differ.
+
+    :param given: option names given on the command line (see :func:`resume_run`).
+    """
+    implied = {name for name in ("env_kwargs", "hyperparams", "n_envs", "tensorboard") if getattr(options, name) not in (None, [])}
+    names = implied | set(given or ())
+    if "n_envs" in names:
+        names.add("hyperparams")  # --n-envs is compared as the hyperparameter n_envs
+    env_kwargs, overrides = requested_overrides(options)
+    hyperparams = saved.get("hyperparams", {})
+    comparisons: dict[str, tuple[Any, Any]] = {
+        "algo": (lambda: canonical_algo(options.algo), saved["algo"]),
+        "env": (lambda: resolve_env_id(options.env), saved["env_id"]),
+        "seed": (lambda: options.seed, saved["seed"]),
+        "env_kwargs": (lambda: _plain(env_kwargs), saved["env_kwargs"]),
+        "vec": (lambda: options.vec, saved.get("vec", "subproc")),
+        "eval_freq": (lambda: options.eval_freq, saved["eval"]["freq"]),
+        "eval_episodes": (lambda: options.eval_episodes, saved["eval"]["episodes"]),
+        "eval_seed": (lambda: options.eval_seed, saved["eval"]["seed"]),
+        "checkpoint_freq": (lambda: options.checkpoint_freq, saved["checkpoint_freq"]),
+        "tensorboard": (lambda: Path(options.tensorboard or ".").resolve(), (run_dir / saved["tensorboard_dir"]).resolve()),
+    }
+    changed = []
+    for name, (value, saved_value) in comparisons.items():
+        if name in names and value() != saved_value:
+            changed.append(f"--{name.replace('_', '-')} gives {value()!r}, the run has {saved_value!r}")
+    if "hyperparams" in names:
+        for key, value in overrides.items():
+            if key != "n_timesteps" and _plain(yaml_number(value)) != hyperparams.get(key):
+                option = "--n-envs" if key == "n_envs" and options.n_envs is not None else f"--hyperparams {key}"
+                changed.append(f"{option}={value!r} differs from the run's {key}={hyperparams.get(key)!r}")
+    return changed
 
 
 # -- checks -------------------------------------------------------------------------------------------
 
 
+class _ActionSpaceProbe(gym.Env):
+    """An env with spaces of the DUS kind (a ``Box`` observation, a continuous ``Box`` action with one
+    share per modality) to build SB3 algorithms on without a model: their constructors check the
+    action space against the ones they support."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (8,), np.float32)
+    action_space = gym.spaces.Box(0.0, 1.0, (2,), np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        return np.zeros(8, np.float32), {}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        return np.zeros(8, np.float32), 0.0, True, False, {}
+
+
+def unusable_reason(algorithm: type[BaseAlgorithm]) -> str | None:
+    """Why ``algorithm`` cannot train a DUS policy, or ``None`` when it can.
+
+    * An algorithm for discrete actions (DQN, QR-DQN, MaskablePPO): the DUS envs' actions are
+      continuous budget shares.
+    * A recurrent policy (RecurrentPPO): the exported artifact that ``dus_env.DUSSampler`` runs is
+      a feed-forward network, so export would drop the LSTM state; refused before training rather
+      than after it.
+    """
+    from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
+
+    policy = algorithm.policy_aliases.get(default_policy(algorithm))
+    if isinstance(policy, type) and issubclass(policy, RecurrentActorCriticPolicy):
+        return (
+            "has a recurrent (LSTM) policy, and the exported policy that dus_env's DUSSampler runs is feed-forward: "
+            "export would drop the LSTM state"
+        )
+    try:
+        algorithm(default_policy(algorithm), _ActionSpaceProbe(), _init_setup_model=False, device="cpu")  # type: ignore[call-arg]
+    except AssertionError as error:
+        if "action space" not in str(error):
+            raise
+        return "needs a discrete action space; DUS envs have a continuous Box action space (one budget share per modality)"
+    return None
+
+
+@functools.cache
+def usable_algorithms() -> tuple[str, ...]:
+    """Names ``--algo`` accepts: ``reinforce`` (DUS-R) and every SB3 / sb3-contrib algorithm that can
+    train and export a DUS policy (:func:`unusable_reason`), for ``--help`` and error messages."""
+    return (
+        "ppo",
+        "a2c",
+        "reinforce",
+        *(
+            name
+            for name, algorithm in available_algorithms().items()
+            if name not in ("ppo", "a2c", "reinforce") and unusable_reason(algorithm) is None
+        ),
+    )
+
+
 def canonical_algo(name: str) -> str:
-    """``reinforce``, or the lower-case class name of an SB3 algorithm (``PPO`` -> ``ppo``)."""
+    """``reinforce``, or the lower-case class name of an SB3 algorithm (``PPO`` -> ``ppo``).
+
+    :raises UsageError: an unknown name (the message lists :func:`usable_algorithms`), or an
+        algorithm that cannot work on the DUS envs (the message says why, :func:`unusable_reason`).
+    """
     if name.strip().lower() in ("reinforce", "dus-r", "dus_r"):
         return "reinforce"
     try:
-        return get_algorithm_class(name).__name__.lower()
-    except ValueError as error:
-        raise UsageError(f"{error}, or reinforce") from error
+        algorithm = get_algorithm_class(name)
+    except ValueError:
+        close = difflib.get_close_matches(name.strip().lower(), usable_algorithms(), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise UsageError(f"--algo {name!r} is unknown: {hint}choose one of {', '.join(usable_algorithms())}") from None
+    reason = unusable_reason(algorithm)
+    if reason is not None:
+        raise UsageError(f"--algo {name}: {algorithm.__name__} {reason}; algorithms that work: {', '.join(usable_algorithms())}")
+    return algorithm.__name__.lower()
+
+
+def trained_timesteps(algo: str, hyperparams: Mapping[str, Any], decision_steps: int) -> tuple[int, str | None]:
+    """The steps a run really trains for its ``n_timesteps``, and why they differ (``None``: they do not).
+
+    SB3 stops only between collections: an on-policy algorithm collects whole rollouts of
+    ``n_steps * n_envs`` steps (TRPO asked for 1,024 trains 4,096 with ``n_steps=2048, n_envs=2``), an
+    off-policy one ``train_freq`` steps of all ``n_envs`` envs, DUS-R whole batches of
+    ``episodes_per_batch`` episodes of ``decision_steps`` steps (fewer only when a model diverges and
+    ends its episode early). Off-policy algorithms that train per episode are left as they are.
+
+    :param decision_steps: the env's episode length.
+    """
+    n_envs, requested = run_settings(hyperparams)
+    algorithm = get_algorithm_class(algo)
+    defaults = inspect.signature(algorithm.__init__).parameters
+    if issubclass(algorithm, Reinforce):
+        episodes = int(hyperparams.get("episodes_per_batch", defaults["episodes_per_batch"].default))
+        chunk = episodes * decision_steps
+        why = f"DUS-R trains whole batches of episodes_per_batch * decision_steps = {episodes} * {decision_steps} steps"
+    elif issubclass(algorithm, OnPolicyAlgorithm):
+        n_steps = int(hyperparams.get("n_steps", defaults["n_steps"].default))
+        chunk, why = n_steps * n_envs, f"{algorithm.__name__} trains whole rollouts of n_steps * n_envs = {n_steps} * {n_envs} steps"
+    elif issubclass(algorithm, OffPolicyAlgorithm):
+        train_freq = hyperparams.get("train_freq", defaults["train_freq"].default)
+        frequency, unit = (train_freq, "step") if isinstance(train_freq, int) else tuple(train_freq)
+        if unit != "step":
+            return requested, None
+        chunk, why = int(frequency) * n_envs, f"{algorithm.__name__} steps train_freq * n_envs = {frequency} * {n_envs} env steps at a time"
+    else:
+        return requested, None
+    trained = -(-requested // chunk) * chunk
+    return trained, (why if trained != requested else None)
 
 
 def check_algorithm_hyperparams(algo: str, hyperparams: dict[str, Any], env: gym.Env) -> None:
@@ -408,32 +615,16 @@ def check_algorithm_hyperparams(algo: str, hyperparams: dict[str, Any], env: gym
     SB3 algorithms are constructed once on ``env`` without their networks, which checks the
     action space (DQN needs discrete actions) and the arguments' names.
     """
-    if algo == "reinforce":
-        check_hyperparam_keys(hyperparams, RUN_KEYS | ReinforceConfig.field_names(), "reinforce")
-        config = reinforce_config(hyperparams)
-        if config.episodes_per_batch % hyperparams["n_envs"]:
-            raise UsageError(
-                f"episodes_per_batch={config.episodes_per_batch} is not a multiple of n_envs={hyperparams['n_envs']}: change one of them"
-            )
-        return
     algorithm = get_algorithm_class(algo)
     kwargs = sb3_constructor_kwargs(algorithm, hyperparams)
     vec_normalize_kwargs(hyperparams)
     try:
         # As many envs as the run has (cheap: nothing is reset): PPO checks its batch size against n_steps * n_envs.
         copies = [lambda: env] + [lambda: gym.make(env.spec) for _ in range(hyperparams["n_envs"] - 1)]  # type: ignore[arg-type]
-        algorithm(env=DummyVecEnv(copies), _init_setup_model=False, **{**kwargs, "device": "cpu"})
+        # _init_setup_model: every SB3 algorithm class takes it (BaseAlgorithm's signature does not show it).
+        algorithm(env=DummyVecEnv(copies), _init_setup_model=False, **{**kwargs, "device": "cpu"})  # type: ignore[call-arg]
     except (AssertionError, TypeError, ValueError) as error:
         raise UsageError(f"cannot use {algorithm.__name__} on {env.spec.id if env.spec else 'this env'}: {error}") from error
-
-
-def reinforce_config(hyperparams: dict[str, Any]) -> ReinforceConfig:
-    """DUS-R's config from the run's hyperparameters (without the run's own keys, ``n_envs`` and ``n_timesteps``)."""
-    values = {k: v for k, v in hyperparams.items() if k not in RUN_KEYS}
-    try:
-        return ReinforceConfig(**values)
-    except (TypeError, ValueError) as error:
-        raise UsageError(f"reinforce hyperparameters are invalid: {error}") from error
 
 
 def parse_env_kwargs(items: list[str]) -> dict[str, Any]:
@@ -443,8 +634,7 @@ def parse_env_kwargs(items: list[str]) -> dict[str, Any]:
 
 def probe_env(env_id: str, env_kwargs: dict[str, Any], seed: int) -> gym.Env:
     """Make and reset the env once in this process, so that bad ids and configs fail before training."""
-    if env_id not in gym.registry:
-        raise UsageError(f"unknown env id {env_id!r}: registered DUS envs are {', '.join(dus_env.ENV_IDS)}")
+    env_id = resolve_env_id(env_id)
     try:
         env = gym.make(env_id, **env_kwargs)
         if not isinstance(env.unwrapped, dus_env.DUSEnv):

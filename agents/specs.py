@@ -16,8 +16,12 @@ spec                      agent                                                 
                           task distribution of env id ``ENV`` (e.g. tuned on
                           ``MFeatMix-v0``, evaluated on ``MFeatMixHeldOut-v0``)
 ``ALGO:PATH``             a Stable-Baselines3 / sb3-contrib model, ``ALGO`` in             ``ALGO``
-                          :data:`SB3_ALGOS` (``ppo``, ``a2c``, ``sac``, ...)
-``reinforce:PATH``        a policy saved by :mod:`agents.reinforce`                        ``reinforce``
+                          :data:`SB3_ALGOS` (``ppo``, ``a2c``, ``sac``, ...): a
+                          ``train_agent.py`` run folder, an rl-baselines3-zoo run folder
+                          (``logs/ppo/dus_env-Synthetic-v0_1``, :mod:`agents.zoo_run`) or a
+                          model ``.zip`` in either; its normalisation statistics are found
+``reinforce:PATH``        a DUS-R run or model (:class:`agents.reinforce.Reinforce`, an    ``reinforce``
+                          SB3 algorithm: loaded like ``ALGO:PATH``)
 ``exported:PATH``         an exported policy artifact (what ``DUSSampler`` runs)           ``exported``
 ``pretrained``            the policy shipped with the package (:mod:`dus_env.policies`)    ``pretrained``
 ``bss[:ORDER]``           uniform quantities with BSS's row order, ``ORDER`` ``curriculum``  the spec
@@ -47,9 +51,10 @@ import math
 import pickle
 import re
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
 import gymnasium as gym
 
@@ -59,6 +64,7 @@ from dus_env.validation import ConfigError
 
 from .base import Agent
 from .baselines import FixedAllocationAgent, RandomAgent, UniformAgent
+from .errors import UsageError
 from .heuristic import HeuristicAgent
 
 #: The ``ALGO`` of ``ALGO:PATH``: lower-case class names of the Stable-Baselines3 and sb3-contrib
@@ -67,8 +73,21 @@ from .heuristic import HeuristicAgent
 #: Stable-Baselines3). Discrete-action ones (dqn, qrdqn, maskableppo) parse, but a model of theirs
 #: cannot act on this env's ``Box`` actions and is refused when loaded.
 SB3_ALGOS: tuple[str, ...] = (
-    "a2c", "ars", "crossq", "ddpg", "dqn", "maskableppo", "ppo", "ppo_lstm", "ppo_mask", "qrdqn", "recurrentppo",
-    "sac", "td3", "tqc", "trpo",
+    "a2c",
+    "ars",
+    "crossq",
+    "ddpg",
+    "dqn",
+    "maskableppo",
+    "ppo",
+    "ppo_lstm",
+    "ppo_mask",
+    "qrdqn",
+    "recurrentppo",
+    "sac",
+    "td3",
+    "tqc",
+    "trpo",
 )
 RULE_KINDS: tuple[str, ...] = ("uniform", "random", "heuristic", "fixed", "best-constant", "pretrained", "bss")
 MODEL_KINDS: tuple[str, ...] = ("reinforce", "exported", *SB3_ALGOS)
@@ -89,10 +108,6 @@ BSS_ORDERS = {"curriculum": "bss_curriculum", "adaptive": "bss_adaptive"}
 # What loading a user's model file can raise when the file is wrong (not a bug in our code): missing
 # or unreadable file, wrong format, incompatible spaces or layout version, a truncated archive.
 _LOAD_ERRORS = (ValueError, OSError, KeyError, RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError)
-
-
-class AgentSpecError(ValueError):
-    """A spec string is malformed, names an unknown agent, or its model cannot be loaded for the env."""
 
 
 @dataclass(frozen=True)
@@ -131,7 +146,7 @@ def parse_spec(text: str) -> AgentSpec:
     """Parse a spec string (syntax only: model paths and the share count are checked by :func:`make_agent`).
 
     :param text: e.g. ``heuristic:0.05``, ``fixed:0.3,0.7``, ``best=ppo:runs/ppo_Synthetic-v0_0``.
-    :raises AgentSpecError: the message names the spec and lists the accepted forms.
+    :raises UsageError: the message names the spec and lists the accepted forms.
     """
     raw = text.strip()
     label = None
@@ -142,10 +157,10 @@ def parse_spec(text: str) -> AgentSpec:
     if suffix:
         try:
             base = parse_spec(suffix.group(1))
-        except AgentSpecError as exc:
-            raise AgentSpecError(f"agent spec {text!r}: {exc}") from None
+        except UsageError as exc:
+            raise UsageError(f"agent spec {text!r}: {exc}") from None
         if base.row_order is not None:
-            raise AgentSpecError(f"agent spec {text!r}: give one BSS row order, not two")
+            raise UsageError(f"agent spec {text!r}: give one BSS row order, not two")
         row_order = _parse_bss_order(text, suffix.group(2))
         canonical = base.text + _bss_suffix(row_order)
         return dataclasses.replace(base, text=canonical, label=label or canonical, named=label is not None, row_order=row_order)
@@ -155,7 +170,7 @@ def parse_spec(text: str) -> AgentSpec:
     named = label is not None
     if kind in ("uniform", "random", "pretrained"):
         if has_argument:
-            raise AgentSpecError(f"agent spec {text!r}: {kind!r} takes no argument (write just {kind!r})")
+            raise UsageError(f"agent spec {text!r}: {kind!r} takes no argument (write just {kind!r})")
         return AgentSpec(kind, kind, label or kind, named=named)
     if kind == "heuristic":
         temperature = _parse_temperature(text, argument) if has_argument else DEFAULT_TEMPERATURE
@@ -175,11 +190,11 @@ def parse_spec(text: str) -> AgentSpec:
         return AgentSpec(canonical, kind, label or canonical, tuned_on=tuned_on, named=named)
     if kind in MODEL_KINDS:
         if not argument:
-            raise AgentSpecError(f"agent spec {text!r}: {kind!r} needs a model path, e.g. {kind}:runs/{kind}_Synthetic-v0_0")
+            raise UsageError(f"agent spec {text!r}: {kind!r} needs a model path, e.g. {kind}:runs/{kind}_Synthetic-v0_0")
         return AgentSpec(f"{kind}:{argument}", kind, label or kind, path=argument, named=named)
     close = difflib.get_close_matches(kind, RULE_KINDS + MODEL_KINDS, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise AgentSpecError(f"unknown agent spec {text!r}{hint}: accepted forms are {SPEC_FORMS}")
+    raise UsageError(f"unknown agent spec {text!r}{hint}: accepted forms are {SPEC_FORMS}")
 
 
 def resolve_spec(spec: AgentSpec | str, env_id: str) -> AgentSpec:
@@ -197,21 +212,18 @@ def with_unique_labels(specs: Sequence[AgentSpec]) -> list[AgentSpec]:
     Why: two models of the same algorithm (``ppo:runs/a``, ``ppo:runs/b``) would both be called
     ``ppo``; falling back to the spec keeps names short in the common case and unambiguous always.
 
-    :raises AgentSpecError: the same spec is given twice, or two explicit ``NAME=`` labels collide.
+    :raises UsageError: the same spec is given twice, or two explicit ``NAME=`` labels collide.
     """
     texts = [spec.text for spec in specs]
     for text in texts:
         if texts.count(text) > 1:
-            raise AgentSpecError(f"agent spec {text!r} is given twice: give each agent once")
+            raise UsageError(f"agent spec {text!r} is given twice: give each agent once")
     labels = [spec.label for spec in specs]
-    result = [
-        dataclasses.replace(spec, label=spec.text) if labels.count(spec.label) > 1 and not spec.named else spec
-        for spec in specs
-    ]
+    result = [dataclasses.replace(spec, label=spec.text) if labels.count(spec.label) > 1 and not spec.named else spec for spec in specs]
     final = [spec.label for spec in result]
     for label in final:
         if final.count(label) > 1:
-            raise AgentSpecError(f"two agents are named {label!r}: give them different NAME= prefixes")
+            raise UsageError(f"two agents are named {label!r}: give them different NAME= prefixes")
     return result
 
 
@@ -223,21 +235,21 @@ def make_agent(spec: AgentSpec | str, env: gym.Env, seed: int = 0) -> Agent:
     :param seed: base seed of agents with their own randomness (``random``); each episode then
         draws from ``(seed, episode seed)``, so results do not depend on which process ran them.
     :returns: the agent, its ``name`` set to the spec's display name.
-    :raises AgentSpecError: bad spec, wrong share count, missing model file, or a model that does
+    :raises UsageError: bad spec, wrong share count, missing model file, or a model that does
         not fit the env; the message names the spec.
     """
     spec = parse_spec(spec) if isinstance(spec, str) else spec
-    base = env.unwrapped
+    base: Any = env.unwrapped  # a DUSEnv, checked by what it offers
     if not hasattr(base, "layout") or not hasattr(base, "mapping"):
-        raise AgentSpecError(f"agent spec {spec.text!r}: env {base!r} is not a DUSEnv (it has no layout/mapping)")
+        raise UsageError(f"agent spec {spec.text!r}: env {base!r} is not a DUSEnv (it has no layout/mapping)")
     if spec.row_order is not None and base.config.learner.row_order != spec.row_order:
-        raise AgentSpecError(
+        raise UsageError(
             f"agent spec {spec.text!r} runs with row_order={spec.row_order!r} but the env has "
             f"row_order={base.config.learner.row_order!r}: make the env with gymnasium.make(id, row_order={spec.row_order!r})"
         )
     if spec.path is not None and ENV_PLACEHOLDER in spec.path:
         if env.spec is None:
-            raise AgentSpecError(f"agent spec {spec.text!r} holds {ENV_PLACEHOLDER} but the env has no id to fill it with")
+            raise UsageError(f"agent spec {spec.text!r} holds {ENV_PLACEHOLDER} but the env has no id to fill it with")
         spec = resolve_spec(spec, env.spec.id)
     agent = _build(spec, env, seed)
     agent.name = spec.label
@@ -245,7 +257,7 @@ def make_agent(spec: AgentSpec | str, env: gym.Env, seed: int = 0) -> Agent:
 
 
 def _build(spec: AgentSpec, env: gym.Env, seed: int) -> Agent:
-    base = env.unwrapped
+    base: Any = env.unwrapped  # checked by build_agent
     layout, mapping = base.layout, base.mapping
     if spec.kind == "uniform":
         return UniformAgent(layout, mapping)
@@ -257,7 +269,7 @@ def _build(spec: AgentSpec, env: gym.Env, seed: int) -> Agent:
     if spec.kind == "fixed":
         assert spec.shares is not None
         if len(spec.shares) != mapping.n_modalities:
-            raise AgentSpecError(
+            raise UsageError(
                 f"agent spec {spec.text!r} gives {len(spec.shares)} shares but the env has {mapping.n_modalities} "
                 "modalities: give one share per modality"
             )
@@ -270,11 +282,11 @@ def _build(spec: AgentSpec, env: gym.Env, seed: int) -> Agent:
         try:
             path = pretrained_path()
         except ValueError as exc:
-            raise AgentSpecError(f"agent spec {spec.text!r}: {exc}") from None
+            raise UsageError(f"agent spec {spec.text!r}: {exc}") from None
         try:
             return ExportedPolicyAgent.load(str(path), env)
         except _LOAD_ERRORS as exc:
-            raise AgentSpecError(f"agent spec {spec.text!r}: the shipped policy cannot act in this env: {exc}") from exc
+            raise UsageError(f"agent spec {spec.text!r}: the shipped policy cannot act in this env: {exc}") from exc
     if spec.kind == "best-constant":
         from .constants import tune_best_constant
 
@@ -283,12 +295,8 @@ def _build(spec: AgentSpec, env: gym.Env, seed: int) -> Agent:
     assert spec.path is not None
     path = Path(spec.path).expanduser()
     if not path.exists():
-        raise AgentSpecError(f"agent spec {spec.text!r}: model path {spec.path!r} does not exist")
+        raise UsageError(f"agent spec {spec.text!r}: model path {spec.path!r} does not exist")
     try:
-        if spec.kind == "reinforce":
-            from agents.reinforce import ReinforceAgent
-
-            return ReinforceAgent.load(str(path), env)
         if spec.kind == "exported":
             from agents.exported import ExportedPolicyAgent
 
@@ -297,16 +305,16 @@ def _build(spec: AgentSpec, env: gym.Env, seed: int) -> Agent:
 
         return SB3Agent.load(str(path), env, algo=spec.kind)
     except ModuleNotFoundError as exc:
-        raise AgentSpecError(f"agent spec {spec.text!r} needs a module that is not available: {exc}") from exc
+        raise UsageError(f"agent spec {spec.text!r} needs a module that is not available: {exc}") from exc
     except _LOAD_ERRORS as exc:
-        raise AgentSpecError(f"agent spec {spec.text!r}: cannot load {spec.path!r} for this env: {exc}") from exc
+        raise UsageError(f"agent spec {spec.text!r}: cannot load {spec.path!r} for this env: {exc}") from exc
 
 
 def _parse_bss_order(text: str, argument: str | None) -> str:
     """The ``row_order`` of ``bss[:ORDER]``; no argument is the curriculum."""
     name = "curriculum" if argument is None else argument.strip().lower()
     if name not in BSS_ORDERS:
-        raise AgentSpecError(f"agent spec {text!r}: BSS order {name!r} is unknown: choose {' or '.join(BSS_ORDERS)}")
+        raise UsageError(f"agent spec {text!r}: BSS order {name!r} is unknown: choose {' or '.join(BSS_ORDERS)}")
     return BSS_ORDERS[name]
 
 
@@ -319,13 +327,13 @@ def _bss_suffix(row_order: str | None) -> str:
 
 
 def _parse_env_id(text: str, argument: str) -> str:
-    """A registered env id, with or without the ``dus_env/`` namespace."""
-    from dus_env.registration import ENV_IDS, NAMESPACE
+    """A registered env id, with or without the ``dus_env/`` namespace (:func:`dus_env.registration.resolve_env_id`)."""
+    from dus_env.registration import resolve_env_id
 
-    env_id = argument if "/" in argument else f"{NAMESPACE}/{argument}"
-    if env_id not in ENV_IDS:
-        raise AgentSpecError(f"agent spec {text!r}: unknown env {argument!r}; registered are {', '.join(ENV_IDS)}")
-    return env_id
+    try:
+        return resolve_env_id(argument)
+    except ConfigError as exc:
+        raise UsageError(f"agent spec {text!r}: {exc}") from None
 
 
 def _tuning_config(config: EnvConfig, tuned_on: str | None) -> EnvConfig:
@@ -339,19 +347,19 @@ def _tuning_config(config: EnvConfig, tuned_on: str | None) -> EnvConfig:
     if tuned_on is not None:
         source = preset_for_id(tuned_on)
         if source.task.kind == "features":
-            raise AgentSpecError(
+            raise UsageError(
                 f"agent spec 'best-constant:{tuned_on}': that env needs a features file, which a spec cannot name; "
                 "evaluate best-constant on the Features-v0 env itself (it is then tuned on that env's file)"
             )
         if source.task.n_modalities != config.task.n_modalities:
-            raise AgentSpecError(
+            raise UsageError(
                 f"agent spec 'best-constant:{tuned_on}': that env has {source.task.n_modalities} modalities, "
                 f"the evaluated env {config.task.n_modalities}"
             )
         try:
             config = dataclasses.replace(config, task=source.task, shuffle_modalities=source.shuffle_modalities)
         except ConfigError as exc:
-            raise AgentSpecError(f"agent spec 'best-constant:{tuned_on}': this env's settings do not fit that task: {exc}") from None
+            raise UsageError(f"agent spec 'best-constant:{tuned_on}': this env's settings do not fit that task: {exc}") from None
     return dataclasses.replace(config, torch_threads=None)
 
 
@@ -360,11 +368,11 @@ def _parse_temperature(text: str, argument: str) -> float:
     try:
         temperature = float(argument)
     except ValueError:
-        raise AgentSpecError(f"agent spec {text!r}: temperature {argument!r} is not a number (e.g. heuristic:0.05)") from None
+        raise UsageError(f"agent spec {text!r}: temperature {argument!r} is not a number (e.g. heuristic:0.05)") from None
     try:
         return check_temperature(temperature)
     except ValueError as error:
-        raise AgentSpecError(f"agent spec {text!r}: temperature must be a positive number, got {argument!r}") from error
+        raise UsageError(f"agent spec {text!r}: temperature must be a positive number, got {argument!r}") from error
 
 
 def _parse_shares(text: str, argument: str) -> tuple[float, ...]:
@@ -372,9 +380,7 @@ def _parse_shares(text: str, argument: str) -> tuple[float, ...]:
     try:
         shares = tuple(float(part) for part in parts)
     except ValueError:
-        raise AgentSpecError(
-            f"agent spec {text!r}: shares must be comma-separated numbers, one per modality (e.g. fixed:0.3,0.7)"
-        ) from None
+        raise UsageError(f"agent spec {text!r}: shares must be comma-separated numbers, one per modality (e.g. fixed:0.3,0.7)") from None
     if not argument or any(not math.isfinite(s) or s <= 0 for s in shares):
-        raise AgentSpecError(f"agent spec {text!r}: shares must be positive numbers, one per modality (e.g. fixed:0.3,0.7)")
+        raise UsageError(f"agent spec {text!r}: shares must be positive numbers, one per modality (e.g. fixed:0.3,0.7)")
     return shares

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy import stats
@@ -87,7 +87,9 @@ def summarize(values: Sequence[float], confidence: float = 0.95) -> Summary:
     return Summary(int(x.size), mean, std, low, high, confidence)
 
 
-def paired_comparison(values: Sequence[float], baseline: Sequence[float], confidence: float = 0.95) -> PairedComparison:
+def paired_comparison(
+    values: Sequence[float] | np.ndarray, baseline: Sequence[float] | np.ndarray, confidence: float = 0.95
+) -> PairedComparison:
     """Compare an agent with the baseline on the same seeds: mean difference, its CI, and two tests.
 
     :param values: the agent's metric, one value per seed.
@@ -105,8 +107,8 @@ def paired_comparison(values: Sequence[float], baseline: Sequence[float], confid
     std = float(diff.std(ddof=1))
     low, high = _t_interval(mean, std, n, confidence)
     if np.all(diff == 0):
-        # Both tests divide by zero here; no difference at all is no evidence against "no difference".
-        return PairedComparison(n, mean, low, high, 1.0, 1.0 if n >= MIN_WILCOXON_PAIRS else None, confidence)
+        # Zero variance: both tests divide by zero, so neither reports a p-value ("n/a", never a star).
+        return PairedComparison(n, mean, low, high, math.nan, None, confidence)
     # scipy warns about ties or a constant difference and then still returns the documented value;
     # the warnings would only interleave with the progress bar.
     with warnings.catch_warnings():
@@ -126,7 +128,7 @@ def _t_interval(mean: float, std: float, n: int, confidence: float) -> tuple[flo
     return mean - half_width, mean + half_width
 
 
-def _as_array(values: Sequence[float], name: str) -> np.ndarray:
+def _as_array(values: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
     x = np.asarray(values, dtype=np.float64).reshape(-1)
     if x.size == 0:
         raise ValueError(f"{name} is empty: need at least one value")

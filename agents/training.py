@@ -1,10 +1,11 @@
-"""Training loops of ``train_agent.py``: SB3 algorithms and DUS-R, with the same files and the same Ctrl-C.
+"""The training loop of ``train_agent.py``: every algorithm (SB3, sb3-contrib, DUS-R) on one path.
 
-Both loops take a resolved :class:`agents.runs.Run` (and the checkpoint steps to resume from) and
-leave the same run folder: checkpoints between policy updates, ``eval/evaluations.npz``, the best
-policy, the final policy and ``dus/*`` TensorBoard scalars. On Ctrl-C they save a checkpoint of the
-weights as of the last completed update and return ``interrupted=True`` instead of raising, so the
-driver can say how to resume.
+:func:`train_model` takes a resolved :class:`agents.runs.Run` (and the checkpoint steps to resume
+from) and leaves the run folder: checkpoints between policy updates, ``eval/evaluations.npz`` and the
+best policy (an evaluation at least at the end of training), the final policy, and TensorBoard
+scalars (the algorithm's and ``dus/*``) at least every :data:`LOG_EVERY_STEPS` env steps. On Ctrl-C
+it saves a checkpoint of the weights as of the last completed update and returns
+``interrupted=True`` instead of raising, so the driver can say how to resume.
 """
 
 from __future__ import annotations
@@ -12,62 +13,56 @@ from __future__ import annotations
 import io
 import signal
 import sys
-import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, ProgressBarCallback
-from stable_baselines3.common.logger import configure
 from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecMonitor, VecNormalize
-
-
-from dus_env.faults import fault_point
 
 from .base import Agent
 from .callbacks import (
+    DumpLogsAtEndCallback,
     DUSEvalCallback,
     EvaluationLog,
     InfoScalarsCallback,
     UpdateCheckpointCallback,
     deferred_interrupts,
-    next_multiple,
-    record_info_scalars,
     save_sb3,
     save_sb3_checkpoint,
     sb3_checkpoint_names,
 )
-from .export import export_reinforce_policy, export_sb3_policy
-from .manifest import RunManifest, damage, record_checkpoint, record_export, record_final
+from .export import export_sb3_policy
+from .manifest import RunManifest, damage, record_export, record_final
 from .native_vec_env import NativeVecEnv, make_native_vec_env
-from .reinforce import ReinforceAgent, ReinforceUpdate
+from .reinforce import Reinforce
 from .results import write_bytes
 from .rollout import EpisodeResult, run_episode
-from .run_files import REINFORCE_CHECKPOINT_PREFIX, REINFORCE_FINAL_FILE, SB3_FINAL_FILE, VECNORMALIZE_FILE
-from .runs import Run, RunStart, UsageError, reinforce_config
+from .run_files import SB3_FINAL_FILE, VECNORMALIZE_FILE
+from .runs import Run, RunStart, UsageError
 from .sb3_agent import SB3Agent, get_algorithm_class, sb3_constructor_kwargs, vec_normalize_kwargs
+from .seed_ranges import RESUME_SEED_BASE, RESUME_SEED_SPAN
 from .trust import UntrustedLoadError, allow_pickle_load
 
 T = TypeVar("T")
 
-#: What a training loop returns: an SB3 model or a DUS-R agent.
-Trained = BaseAlgorithm | ReinforceAgent
+#: What training returns: the model (DUS-R's :class:`agents.reinforce.Reinforce` is one too).
+Trained = BaseAlgorithm
+
+#: TensorBoard scalars are dumped at least this often (env steps), and at the end of training.
+LOG_EVERY_STEPS = 1_000
+
 
 def replay_buffer_path(run: Run, timesteps: int) -> Path:
     """An off-policy algorithm's replay buffer as of the checkpoint at ``timesteps`` (saved with the
     checkpoints taken at a run's end or on Ctrl-C, not with the periodic ones: it is large)."""
     return run.checkpoint_dir / f"replay_buffer_{timesteps}_steps.pkl"
-
-#: A resumed SB3 run reseeds its training envs with a seed in ``[RESUME_SEED_BASE, RESUME_SEED_BASE +
-#: RESUME_SEED_SPAN)`` (see :func:`resume_seed`): above every seed that evaluation uses (``evaluate.py``
-#: from 10000, the documented tables from 20000, ``train_agent.py --eval-seed`` from 1000000), and with
-#: room below ``2**32``, the largest seed SB3's global seeding (``numpy.random.seed``) accepts, for the
-#: ``+ i`` that env ``i`` adds.
-RESUME_SEED_BASE = 2**31
-RESUME_SEED_SPAN = 2**30
 
 
 # -- environments -------------------------------------------------------------------------------------
@@ -96,8 +91,8 @@ def make_vec_env(run: Run, n_envs: int | None = None) -> VecEnv:
     """``n_envs`` (default: the run's) envs as ``--vec`` says: the native batched vector env, a
     ``SubprocVecEnv`` (forkserver; a ``DummyVecEnv`` for a single env) or a ``DummyVecEnv``.
 
-    Native envs are not wrapped in ``Monitor``s: SB3 runs wrap the whole vector env in a
-    ``VecMonitor`` (:func:`monitored`), DUS-R keeps its own episode records.
+    Native envs are not wrapped in ``Monitor``s: training wraps the whole vector env in a
+    ``VecMonitor`` (:func:`monitored`).
     """
     n_envs = run.n_envs if n_envs is None else n_envs
     if run.vec == "native":
@@ -132,7 +127,7 @@ def evaluate_agent(agent: Agent, run: Run) -> list[EpisodeResult]:
         env.close()
 
 
-# -- training: Stable-Baselines3 ----------------------------------------------------------------------
+# -- training -----------------------------------------------------------------------------------------
 
 
 def load_first(start: RunStart, load: Callable[[int], T]) -> T:
@@ -146,16 +141,18 @@ def load_first(start: RunStart, load: Callable[[int], T]) -> T:
         except UntrustedLoadError as error:
             raise UsageError(str(error)) from None
         except Exception as error:  # SB3 and pickle raise many types for a damaged file
-            print(f"warning: the checkpoint at {steps:,} steps does not load ({type(error).__name__}: {error}); "
-                  "trying the previous one", file=sys.stderr)
+            print(
+                f"warning: the checkpoint at {steps:,} steps does not load ({type(error).__name__}: {error}); trying the previous one",
+                file=sys.stderr,
+            )
             continue
         start.loaded(steps)
         return loaded
     raise UsageError(f"no checkpoint of {start.run.run_dir} loads (see above): start a new run with another --run-dir")
 
 
-def train_sb3(start: RunStart, progress: bool) -> tuple[BaseAlgorithm, bool]:
-    """Train an SB3 algorithm from the beginning, or continue it from the newest checkpoint that loads.
+def train_model(start: RunStart, progress: bool) -> tuple[BaseAlgorithm, bool]:
+    """Train an algorithm (SB3, sb3-contrib or DUS-R) from the beginning, or continue it from the newest checkpoint that loads.
 
     :return: the model and whether Ctrl-C stopped training.
     """
@@ -176,13 +173,16 @@ def train_sb3(start: RunStart, progress: bool) -> tuple[BaseAlgorithm, bool]:
         model, venv = load_first(start, load)
         model.set_random_seed(resume_seed(run.seed, model.num_timesteps))
         replay_buffer = replay_buffer_path(run, model.num_timesteps)
-        if hasattr(model, "replay_buffer"):
+        if isinstance(model, OffPolicyAlgorithm):
             if replay_buffer.is_file():  # listed with its checkpoint, so checked with it
                 allow_pickle_load(replay_buffer, "replay buffer")
                 model.load_replay_buffer(replay_buffer)
             else:
-                print(f"note: the checkpoint at {model.num_timesteps:,} steps has no replay buffer (periodic checkpoints "
-                      "do not keep one): training continues with an empty buffer", file=sys.stderr)
+                print(
+                    f"note: the checkpoint at {model.num_timesteps:,} steps has no replay buffer (periodic checkpoints "
+                    "do not keep one): training continues with an empty buffer",
+                    file=sys.stderr,
+                )
     else:
         if norm_kwargs is not None:
             venv = VecNormalize(venv, **norm_kwargs)
@@ -197,21 +197,35 @@ def train_sb3(start: RunStart, progress: bool) -> tuple[BaseAlgorithm, bool]:
     checkpoints = UpdateCheckpointCallback(run.checkpoint_freq, run.run_dir, model.num_timesteps)
     # SB3's own progress bar (tqdm + rich), created here so that an interrupt can close it.
     progress_bar = ProgressBarCallback() if progress else None
-    callbacks: list[BaseCallback] = [InfoScalarsCallback(), checkpoints, *([progress_bar] if progress_bar else [])]
-    eval_venv: VecEnv | None = None
-    if run.eval_freq > 0:
-        # One env per episode (see DUSEvalCallback); statistics are synced from training, frozen here.
-        eval_venv = monitored(make_vec_env(run, len(run.eval_seeds)) if run.vec == "native" else
-                              DummyVecEnv([env_factory(run.env_id, run.env_kwargs, False) for _ in run.eval_seeds]))
-        if norm_kwargs is not None:
-            eval_venv = VecNormalize(eval_venv, training=False, **{**norm_kwargs, "norm_reward": False})
-        log = EvaluationLog(run.run_dir / "eval" / "evaluations.npz", keep_until=model.num_timesteps)
-        callbacks.append(DUSEvalCallback(eval_venv, log, run.eval_seed, max(run.eval_freq // run.n_envs, 1), run.best_dir))
+    # One env per episode (see DUSEvalCallback); statistics are synced from training, frozen here.
+    eval_venv = monitored(
+        make_vec_env(run, len(run.eval_seeds))
+        if run.vec == "native"
+        else DummyVecEnv([env_factory(run.env_id, run.env_kwargs, False) for _ in run.eval_seeds])
+    )
+    if norm_kwargs is not None:
+        eval_venv = VecNormalize(eval_venv, training=False, **{**norm_kwargs, "norm_reward": False})
+    log = EvaluationLog(run.run_dir / "eval" / "evaluations.npz", keep_until=model.num_timesteps)
+    # Every eval_freq steps, and always at the end (eval_freq 0: only then); the final log dump comes first.
+    evaluations = DUSEvalCallback(eval_venv, log, run.eval_seed, run.eval_freq and max(run.eval_freq // run.n_envs, 1), run.best_dir)
+    callbacks: list[BaseCallback] = [
+        InfoScalarsCallback(),
+        checkpoints,
+        *([progress_bar] if progress_bar else []),
+        DumpLogsAtEndCallback(),
+        evaluations,
+    ]
     interrupted = False
     remaining = run.total_timesteps - model.num_timesteps
     try:
         if remaining > 0:  # a resumed run whose training had finished only writes its final files
-            model.learn(total_timesteps=remaining, callback=callbacks, reset_num_timesteps=False, tb_log_name=algorithm.__name__)
+            model.learn(
+                total_timesteps=remaining,
+                callback=callbacks,
+                reset_num_timesteps=False,
+                tb_log_name=algorithm.__name__,
+                **log_interval(model, run),
+            )
     except KeyboardInterrupt:
         interrupted = True
         model.num_timesteps = checkpoints.trained_timesteps
@@ -220,18 +234,39 @@ def train_sb3(start: RunStart, progress: bool) -> tuple[BaseAlgorithm, bool]:
     with deferred_interrupts(reraise=False) as held:
         if remaining > 0:
             extra = []
-            if getattr(model, "replay_buffer", None) is not None:
+            if isinstance(model, OffPolicyAlgorithm) and model.replay_buffer is not None:
                 buffer = io.BytesIO()
                 model.save_replay_buffer(buffer)
                 extra.append(write_bytes(replay_buffer_path(run, model.num_timesteps), buffer.getvalue()))
             save_sb3_checkpoint(model, run.run_dir, model.num_timesteps, extra)
         if not interrupted:
-            record_final(run.run_dir, save_sb3(model, run.run_dir, SB3_FINAL_FILE, VECNORMALIZE_FILE, fault="mid_final"), model.num_timesteps)
+            record_final(
+                run.run_dir, save_sb3(model, run.run_dir, SB3_FINAL_FILE, VECNORMALIZE_FILE, fault="mid_final"), model.num_timesteps
+            )
     interrupted = interrupted or bool(held)  # a Ctrl-C during the final save stops before the evaluation and export
     shutdown(venv, interrupted)
-    if eval_venv is not None:
-        eval_venv.close()
+    eval_venv.close()
     return model, interrupted
+
+
+def log_interval(model: BaseAlgorithm, run: Run) -> dict[str, Any]:
+    """``learn``'s ``log_interval`` for a dump at least every :data:`LOG_EVERY_STEPS` env steps (``{}``:
+    the algorithm's own default, for algorithms that count it otherwise).
+
+    Why: SB3's defaults count iterations or episodes (A2C: every 100 updates of ``n_steps * n_envs``
+    steps, 32,000 steps with this project's settings), so a short run would write no scalars.
+    On-policy algorithms and DUS-R count updates, off-policy ones episodes (of every env).
+    """
+    episode = run.env_config.decision_steps
+    if isinstance(model, OnPolicyAlgorithm):
+        per_interval = model.n_steps * model.n_envs
+    elif isinstance(model, Reinforce):
+        per_interval = model.episodes_per_batch * episode
+    elif isinstance(model, OffPolicyAlgorithm):
+        per_interval = episode
+    else:
+        return {}
+    return {"log_interval": max(LOG_EVERY_STEPS // per_interval, 1)}
 
 
 def resume_seed(run_seed: int, num_timesteps: int) -> int:
@@ -246,94 +281,6 @@ def resume_seed(run_seed: int, num_timesteps: int) -> int:
     return RESUME_SEED_BASE + int(state) % RESUME_SEED_SPAN
 
 
-# -- training: DUS-R (REINFORCE) ----------------------------------------------------------------------
-
-
-def reinforce_checkpoint(run: Run, timesteps: int) -> Path:
-    return run.checkpoint_dir / f"{REINFORCE_CHECKPOINT_PREFIX}_{timesteps}_steps.pt"
-
-
-def save_reinforce_checkpoint(agent: ReinforceAgent, run: Run) -> None:
-    """A DUS-R checkpoint at the agent's steps, then its manifest entry."""
-    path = reinforce_checkpoint(run, agent.num_timesteps)
-    agent.save(path, fault="mid_checkpoint")
-    record_checkpoint(run.run_dir, agent.num_timesteps, [path])
-
-
-def train_reinforce(start: RunStart, progress: bool) -> tuple[ReinforceAgent, bool]:
-    """Train DUS-R from the beginning, or continue it from the newest checkpoint that loads; the same
-    outputs as the SB3 path.
-
-    :return: the agent and whether Ctrl-C stopped training.
-    """
-    run = start.run
-    probe = run.make_env()
-    if start.checkpoints:
-        agent = load_first(start, lambda steps: ReinforceAgent.load(reinforce_checkpoint(run, steps), probe))
-    else:
-        unwrapped = probe.unwrapped
-        agent = ReinforceAgent(unwrapped.layout, unwrapped.mapping, reinforce_config(run.hyperparams), seed=run.seed)  # type: ignore[attr-defined]
-    probe.close()
-    logger = configure(str(run.tensorboard_dir / "REINFORCE_0"), ["tensorboard"])
-    log = EvaluationLog(run.run_dir / "eval" / "evaluations.npz", keep_until=agent.num_timesteps)
-    next_eval = next_multiple(agent.num_timesteps, run.eval_freq)
-    next_checkpoint = next_multiple(agent.num_timesteps, run.checkpoint_freq)
-    remaining = run.total_timesteps - agent.num_timesteps
-    bar = _progress_bar(remaining) if progress else None
-
-    def on_update(agent: ReinforceAgent, update: ReinforceUpdate) -> bool:
-        nonlocal next_eval, next_checkpoint
-        record_info_scalars(logger, update.infos)
-        if bar is not None:
-            bar.update(sum(update.episode_lengths))
-        if next_checkpoint is not None and agent.num_timesteps >= next_checkpoint:
-            fault_point("before_checkpoint")
-            with deferred_interrupts():
-                save_reinforce_checkpoint(agent, run)
-            next_checkpoint = next_multiple(agent.num_timesteps, run.checkpoint_freq)
-        if next_eval is not None and agent.num_timesteps >= next_eval:
-            results = evaluate_agent(agent, run)
-            accuracies = [r.test_accuracy for r in results]
-            logger.record("eval/mean_reward", float(np.mean([r.episode_return for r in results])))
-            logger.record("eval/test_fused_accuracy", float(np.mean(accuracies)))
-            lengths = [len(r.trace) - 1 for r in results]
-            if log.add(agent.num_timesteps, [r.episode_return for r in results], lengths, accuracies):
-                agent.save(run.best_dir / "best_model.pt")
-            next_eval = next_multiple(agent.num_timesteps, run.eval_freq)
-        return True
-
-    venv = make_vec_env(run)
-    interrupted = False
-    try:
-        if remaining > 0:  # a resumed run whose training had finished only writes its final files
-            agent.train(venv, remaining, callback=on_update, logger=logger)
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        if bar is not None:
-            bar.close()
-    with deferred_interrupts(reraise=False) as held:
-        if remaining > 0:
-            save_reinforce_checkpoint(agent, run)
-        if not interrupted:
-            final = run.run_dir / REINFORCE_FINAL_FILE
-            agent.save(final, fault="mid_final")
-            record_final(run.run_dir, [final], agent.num_timesteps)
-    interrupted = interrupted or bool(held)  # a Ctrl-C during the final save stops before the evaluation and export
-    logger.close()
-    shutdown(venv, interrupted)
-    return agent, interrupted
-
-
-def _progress_bar(total: int) -> Any:
-    """The same rich progress bar SB3 shows."""
-    from tqdm import TqdmExperimentalWarning
-    from tqdm.rich import tqdm
-
-    warnings.filterwarnings("ignore", category=TqdmExperimentalWarning)
-    return tqdm(total=total)
-
-
 # -- after training -----------------------------------------------------------------------------------
 
 
@@ -344,22 +291,25 @@ def export_policy(run: Run, trained: Trained, vec_normalize: VecNormalize | None
     :param vec_normalize: an SB3 model's normalisation statistics when they are not attached to it
         (a model loaded without its env); by default the model's own.
     """
-    metadata = {"algo": run.algo, "env_id": run.env_id, "env_kwargs": run.env_kwargs, "hyperparams": run.hyperparams,
-                "seed": run.seed, "num_timesteps": trained.num_timesteps, "run_dir": str(run.run_dir)}
+    metadata = {
+        "algo": run.algo,
+        "env_id": run.env_id,
+        "env_kwargs": run.env_kwargs,
+        "hyperparams": run.hyperparams,
+        "seed": run.seed,
+        "num_timesteps": trained.num_timesteps,
+        "run_dir": str(run.run_dir),
+    }
     out_dir = run.run_dir / "exported"
     with deferred_interrupts():
-        if isinstance(trained, ReinforceAgent):
-            export_reinforce_policy(trained, run.env_config, out_dir, metadata)
-        else:
-            export_sb3_policy(trained, vec_normalize if vec_normalize is not None else trained.get_vec_normalize_env(), run.env_config, out_dir, metadata)
+        statistics = vec_normalize if vec_normalize is not None else trained.get_vec_normalize_env()
+        export_sb3_policy(trained, statistics, run.env_config, out_dir, metadata)
         record_export(run.run_dir, out_dir, trained.num_timesteps)
     return out_dir
 
 
 def as_agent(run: Run, trained: Trained) -> Agent:
-    """The trained policy as an :class:`~agents.base.Agent` (SB3 models with their normalisation statistics)."""
-    if isinstance(trained, ReinforceAgent):
-        return trained
+    """The trained policy as an :class:`~agents.base.Agent`, with its normalisation statistics."""
     return SB3Agent(run.env_config.observation_layout(), run.env_config.quantity_mapping(), trained, trained.get_vec_normalize_env())
 
 
@@ -371,21 +321,23 @@ def export_only(run: Run, manifest: RunManifest, checkpoint: int | None) -> Path
     """
     if checkpoint is None:
         if manifest.final is None:
-            raise UsageError(f"{run.run_dir} has no final model yet: pass --checkpoint STEPS (one of "
-                             f"{sorted(manifest.checkpoints) or 'none'}) or resume the run")
+            raise UsageError(
+                f"{run.run_dir} has no final model yet: pass --checkpoint STEPS (one of "
+                f"{sorted(manifest.checkpoints) or 'none'}) or resume the run"
+            )
         files, source = manifest.final, run.run_dir
     else:
         if checkpoint not in manifest.checkpoints:
-            raise UsageError(f"--checkpoint {checkpoint} is not a checkpoint of {run.run_dir}: choose one of {sorted(manifest.checkpoints)}")
+            raise UsageError(
+                f"--checkpoint {checkpoint} is not a checkpoint of {run.run_dir}: choose one of {sorted(manifest.checkpoints)}"
+            )
         files = manifest.checkpoints[checkpoint]
-        source = run.run_dir / next(name for name in files if name.endswith((".zip", ".pt")))
+        source = run.run_dir / next(name for name in files if name.endswith(".zip"))
     problem = damage(run.run_dir, files)
     if problem is not None:
         raise UsageError(f"cannot export from {source}: {problem}")
     env = run.make_env()
     try:
-        if run.is_reinforce:
-            return export_policy(run, ReinforceAgent.load(source, env))
         agent = SB3Agent.load(source, env, algo=run.algo)
         return export_policy(run, agent.model, agent.vec_normalize)
     finally:

@@ -5,7 +5,7 @@ replay buffers are read with pickle, which executes whatever the file says. The 
 this module says it at run time, where it matters (once per file, on stderr), and with
 ``DUS_ENV_TRUSTED_ONLY=1`` (``evaluate.py --trusted-only``) refuses such loads altogether: a run's
 pickle-free export (``exported:RUN/exported``) evaluates the same policy. DUS-R files are read with
-``torch.load(weights_only=True)`` and exported artifacts are ONNX/TorchScript: neither needs this.
+``torch.load(weights_only=True)`` and exported artifacts are ONNX/``torch.export`` (checked pickle-free): neither needs this.
 """
 
 from __future__ import annotations
@@ -41,5 +41,8 @@ def allow_pickle_load(path: str | Path, what: str) -> None:
     key = str(path.resolve())
     if key not in _announced:
         _announced.add(key)
-        print(f"note: loading {what} {path} with pickle, which runs code from the file: load only files you trust "
-              f"({ENV_VAR}=1 refuses such loads)", file=sys.stderr)
+        print(
+            f"note: loading {what} {path} with pickle, which runs code from the file: load only files you trust "
+            f"({ENV_VAR}=1 refuses such loads)",
+            file=sys.stderr,
+        )

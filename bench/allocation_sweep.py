@@ -15,15 +15,17 @@ import json
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import cast
 
 import gymnasium as gym
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import dus_env  # noqa: E402,F401
-from agents.baselines import FixedAllocationAgent  # noqa: E402
-from agents.rollout import run_episode  # noqa: E402
+import dus_env  # noqa: F401
+from agents.baselines import FixedAllocationAgent
+from agents.rollout import run_episode
+from dus_env.env import DUSEnv
 
 TWO_MODALITY_SHARES = ((0.125, 0.875), (0.25, 0.75), (0.375, 0.625), (0.5, 0.5), (0.625, 0.375), (0.75, 0.25), (0.875, 0.125))
 
@@ -43,7 +45,8 @@ def shares_for(n_modalities: int) -> list[tuple[float, ...]]:
 def run_one(job: tuple[str, dict, tuple[float, ...], int]) -> tuple[str, tuple[float, ...], int, float, list[float]]:
     env_id, env_kwargs, shares, seed = job
     env = gym.make(env_id, **env_kwargs)
-    agent = FixedAllocationAgent(env.unwrapped.layout, env.unwrapped.mapping, shares)
+    dus = cast(DUSEnv, env.unwrapped)
+    agent = FixedAllocationAgent(dus.layout, dus.mapping, shares)
     result = run_episode(env, agent, seed, env_id)
     return env_id, shares, seed, result.test_accuracy, list(result.final["test_modality_accuracies"])
 
@@ -53,11 +56,11 @@ def main() -> None:
     parser.add_argument("--envs", nargs="+", default=["dus_env/Synthetic-v0", "dus_env/MFeat-v0"])
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 per allocation")
     parser.add_argument("--workers", type=int, default=2, help="parallel processes")
-    parser.add_argument("--env-kwargs", type=json.loads, default={}, help='JSON overrides, e.g. \'{"decision_steps": 40}\'')
+    parser.add_argument("--env-kwargs", type=json.loads, default={}, help="JSON overrides, e.g. '{\"decision_steps\": 40}'")
     args = parser.parse_args()
     jobs = []
     for env_id in args.envs:
-        n_modalities = gym.make(env_id, **args.env_kwargs).unwrapped.n_modalities
+        n_modalities = cast(DUSEnv, gym.make(env_id, **args.env_kwargs).unwrapped).n_modalities
         jobs += [(env_id, args.env_kwargs, shares, seed) for shares in shares_for(n_modalities) for seed in range(args.seeds)]
     with ProcessPoolExecutor(args.workers) as pool:
         rows = list(pool.map(run_one, jobs))
@@ -75,8 +78,10 @@ def main() -> None:
             best = entry if best is None or entry[0] > best[0] else best
             worst = entry if worst is None or entry[0] < worst[0] else worst
         assert best is not None and worst is not None
-        print(f"best {best[2]} {best[0]:.2f}, worst {worst[2]} {worst[0]:.2f}: difference {best[0] - worst[0]:.2f} points "
-              f"(seed std {best[1]:.2f} / {worst[1]:.2f})")
+        print(
+            f"best {best[2]} {best[0]:.2f}, worst {worst[2]} {worst[0]:.2f}: difference {best[0] - worst[0]:.2f} points "
+            f"(seed std {best[1]:.2f} / {worst[1]:.2f})"
+        )
 
 
 if __name__ == "__main__":

@@ -42,13 +42,22 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.benchmark import BenchmarkInputError, batches, make_plan, parse_env_kwargs, resolve_env_id, run_batch  # noqa: E402
-from agents.constants import (  # noqa: E402
-    DEFAULT_STEP, TUNING_SEEDS, constant_accuracies, instance_oracle, seed_pair, share_grid, shares_of, tune_best_constant,
+from agents.benchmark import batches, make_plan, parse_env_kwargs, run_batch
+from agents.constants import (
+    DEFAULT_STEP,
+    TUNING_SEEDS,
+    instance_oracle,
+    share_grid,
+    shares_of,
+    tune_best_constant,
 )
-from agents.stats import paired_comparison, summarize  # noqa: E402
-from dus_env.config import resolve_config  # noqa: E402
-from dus_env.presets import preset_for_id  # noqa: E402
+from agents.errors import UsageError
+from agents.seed_ranges import HELD_OUT_SEEDS
+from agents.stats import paired_comparison, summarize
+from dus_env.config import resolve_config
+from dus_env.presets import preset_for_id
+from dus_env.registration import resolve_env_id
+from dus_env.validation import ConfigError
 
 
 def agent_accuracies(env_id: str, env_kwargs: dict, specs: list[str], seeds: list[int]) -> dict[str, np.ndarray]:
@@ -102,10 +111,12 @@ def headroom(
 
 
 def print_report(report: dict) -> None:
-    print(f"\n{report['env']}: {len(report['seeds'])} held-out seeds from {report['seeds'][0]}, "
-          f"grid step {report['grid_step']} ({len(report['grid_shares'])} constants), "
-          f"best single constant {report['best_single_shares']} (tuned on {len(report['tuning_seeds'])} tuning seeds "
-          f"from {report['tuning_seeds'][0]})")
+    print(
+        f"\n{report['env']}: {len(report['seeds'])} held-out seeds from {report['seeds'][0]}, "
+        f"grid step {report['grid_step']} ({len(report['grid_shares'])} constants), "
+        f"best single constant {report['best_single_shares']} (tuned on {len(report['tuning_seeds'])} tuning seeds "
+        f"from {report['tuning_seeds'][0]})"
+    )
     uniform = np.array(report["accuracy"]["uniform"])
     for name, values in report["accuracy"].items():
         summary = summarize(values)
@@ -113,21 +124,31 @@ def print_report(report: dict) -> None:
         versus = f"   vs uniform {100 * diff.mean_diff:+.2f} [{100 * diff.ci_low:+.2f}, {100 * diff.ci_high:+.2f}]" if diff else ""
         print(f"  {name:34s} {100 * summary.mean:6.2f} ± {100 * summary.std:5.2f}{versus}")
     h = report["headroom"]
-    print(f"  headroom (oracle - best single): {100 * h['mean']:+.2f} points, 95% CI "
-          f"[{100 * h['ci'][0]:+.2f}, {100 * h['ci'][1]:+.2f}], p = {h['p_value']:.3g}   ({report['seconds']:.0f} s)")
+    print(
+        f"  headroom (oracle - best single): {100 * h['mean']:+.2f} points, 95% CI "
+        f"[{100 * h['ci'][0]:+.2f}, {100 * h['ci'][1]:+.2f}], p = {h['p_value']:.3g}   ({report['seconds']:.0f} s)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--envs", nargs="+", default=["Synthetic-v0", "SyntheticMix-v0", "MFeatMix-v0", "MFeatMixHeldOut-v0"])
     parser.add_argument("--agents", nargs="*", default=[], help="extra agent specs (evaluate.py syntax)")
-    parser.add_argument("--seeds", type=int, default=40, help="held-out instances per env")
-    parser.add_argument("--seed-offset", type=int, default=50_100, help="first held-out seed")
+    parser.add_argument("--seeds", type=int, default=len(HELD_OUT_SEEDS), help="held-out instances per env")
+    parser.add_argument(
+        "--seed-offset", type=int, default=HELD_OUT_SEEDS.start, help="first held-out seed (agents.seed_ranges.HELD_OUT_SEEDS)"
+    )
     parser.add_argument("--grid-step", type=float, default=DEFAULT_STEP, help="share grid step of the constants")
-    parser.add_argument("--tuning-seeds", type=int, default=len(TUNING_SEEDS),
-                        help=f"tuning seeds of the best single constant (from {TUNING_SEEDS[0]})")
-    parser.add_argument("--env-kwargs", nargs="*", default=[], metavar="ITEM",
-                        help="env config overrides as in evaluate.py (a JSON object, or key=value items)")
+    parser.add_argument(
+        "--tuning-seeds", type=int, default=len(TUNING_SEEDS), help=f"tuning seeds of the best single constant (from {TUNING_SEEDS[0]})"
+    )
+    parser.add_argument(
+        "--env-kwargs",
+        nargs="*",
+        default=[],
+        metavar="ITEM",
+        help="env config overrides as in evaluate.py (a JSON object, or key=value items)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="write every number to this JSON file")
     args = parser.parse_args(argv)
     if args.seeds < 2:
@@ -137,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         env_kwargs = parse_env_kwargs(args.env_kwargs)
         env_ids = [resolve_env_id(name) for name in args.envs]
-    except BenchmarkInputError as error:
+    except (UsageError, ConfigError) as error:
         parser.error(str(error))
     seeds = list(range(args.seed_offset, args.seed_offset + args.seeds))
     tuning = tuple(range(TUNING_SEEDS[0], TUNING_SEEDS[0] + args.tuning_seeds))

@@ -72,14 +72,28 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=20, help="episodes played by the one-env process")
     parser.add_argument("--timesteps", type=int, default=3000, help="steps of the measured training run")
     args = parser.parse_args()
-    result = subprocess.run([sys.executable, "-c", ENV_SCRIPT, args.env, str(args.episodes)],
-                            capture_output=True, text=True, check=True, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-c", ENV_SCRIPT, args.env, str(args.episodes)], capture_output=True, text=True, check=True, cwd=ROOT
+    )
     imported, peak = (int(x) for x in result.stdout.split())
-    print(f"{args.env}: one env, {args.episodes} episodes: peak RSS {peak / 1024:.0f} MiB "
-          f"(after imports {imported / 1024:.0f} MiB, env's own share {(peak - imported) / 1024:.0f} MiB)")
+    print(
+        f"{args.env}: one env, {args.episodes} episodes: peak RSS {peak / 1024:.0f} MiB "
+        f"(after imports {imported / 1024:.0f} MiB, env's own share {(peak - imported) / 1024:.0f} MiB)"
+    )
     with tempfile.TemporaryDirectory() as run_dir:
-        command = [sys.executable, "train_agent.py", "--env", args.env, "--timesteps", str(args.timesteps),
-                   "--run-dir", str(Path(run_dir) / "run"), "--no-progress", "--eval-freq", "1000"]
+        command = [
+            sys.executable,
+            "train_agent.py",
+            "--env",
+            args.env,
+            "--timesteps",
+            str(args.timesteps),
+            "--run-dir",
+            str(Path(run_dir) / "run"),
+            "--no-progress",
+            "--eval-freq",
+            "1000",
+        ]
         process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         peak_tree, start = 0, time.perf_counter()
         while process.poll() is None:
@@ -87,8 +101,10 @@ def main() -> None:
             time.sleep(0.2)
         if process.returncode != 0:
             raise SystemExit(f"training run failed: {process.stderr.read() if process.stderr else ''}")
-    print(f"training run (PPO, {args.timesteps} steps, default n_envs, {time.perf_counter() - start:.0f} s): "
-          f"peak summed RSS of the process tree {peak_tree / 1024:.0f} MiB")
+    print(
+        f"training run (PPO, {args.timesteps} steps, default n_envs, {time.perf_counter() - start:.0f} s): "
+        f"peak summed RSS of the process tree {peak_tree / 1024:.0f} MiB"
+    )
 
 
 if __name__ == "__main__":

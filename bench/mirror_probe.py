@@ -23,15 +23,19 @@ import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import gymnasium as gym
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.benchmark import resolve_env_id  # noqa: E402
-from agents.constants import shares_of  # noqa: E402
-from agents.specs import make_agent  # noqa: E402
+from agents.constants import shares_of
+from agents.seed_ranges import HELD_OUT_SEEDS
+from agents.specs import make_agent
+from dus_env.env import DUSEnv
+from dus_env.registration import resolve_env_id
+from dus_env.vector_env import DUSVectorEnv
 
 
 @dataclass(frozen=True)
@@ -59,19 +63,22 @@ def mirror_probe(spec: str, env_id: str, seeds: list[int], env_kwargs: dict | No
     env_kwargs = env_kwargs or {}
     single = gym.make(env_id, **env_kwargs)
     agent = make_agent(spec, single)
-    layout, mapping = single.unwrapped.layout, single.unwrapped.mapping
+    dus = cast(DUSEnv, single.unwrapped)
+    layout, mapping = dus.layout, dus.mapping
     order = np.arange(mapping.n_modalities)[::-1]
     venv = gym.make_vec(env_id, num_envs=len(seeds), vectorization_mode="vector_entry_point", **env_kwargs)
     players, probes = [agent.episode_copy() for _ in seeds], [agent.episode_copy() for _ in seeds]
     for player, probe, seed in zip(players, probes, seeds):
         player.reset(seed)
         probe.reset(seed)
-    observations, _ = venv.reset(seed=seeds)
+    # VectorEnv.reset's stub says int | None; vector envs (this one too) take one seed per env.
+    observations, _ = venv.reset(seed=seeds)  # type: ignore[arg-type]
     original, mirrored, followed = [], [], []
+
     def share(action: np.ndarray) -> np.ndarray:
         return shares_of(mapping.quantities(action))
 
-    for _ in range(venv.unwrapped.core.config.decision_steps):
+    for _ in range(cast(DUSVectorEnv, venv.unwrapped).core.config.decision_steps):
         actions = np.stack([player.act(obs) for player, obs in zip(players, observations)])
         for probe, obs, action in zip(probes, observations, actions):
             shares = share(action)
@@ -87,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env", default="SyntheticMix-v0")
     parser.add_argument("--agents", nargs="+", default=["heuristic"], help="agent specs (evaluate.py syntax)")
     parser.add_argument("--seeds", type=int, default=20)
-    parser.add_argument("--seed-offset", type=int, default=50_100)
+    parser.add_argument("--seed-offset", type=int, default=HELD_OUT_SEEDS.start)
     args = parser.parse_args(argv)
     env_id = resolve_env_id(args.env)
     seeds = list(range(args.seed_offset, args.seed_offset + args.seeds))
@@ -95,8 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {'agent':40s} {'original':>9s} {'mirrored':>9s} {'if followed':>12s} {'follow ratio':>13s}")
     for spec in args.agents:
         result = mirror_probe(spec, env_id, seeds)
-        print(f"  {spec[:40]:40s} {result.original.mean():9.3f} {result.mirrored.mean():9.3f} "
-              f"{result.followed.mean():12.3f} {result.follow_ratio:13.2f}")
+        print(
+            f"  {spec[:40]:40s} {result.original.mean():9.3f} {result.mirrored.mean():9.3f} "
+            f"{result.followed.mean():12.3f} {result.follow_ratio:13.2f}"
+        )
     return 0
 
 

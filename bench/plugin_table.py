@@ -32,19 +32,22 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium import spaces
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.benchmark import (  # noqa: E402
-    BenchmarkInputError, batches, format_pvalue, limit_threads, make_plan, parse_env_kwargs, resolve_env_id, run_batch,
-)
-from agents.cli import merge_nested  # noqa: E402
-from agents.stats import paired_comparison  # noqa: E402
-from dus_env.validation import ConfigError  # noqa: E402
+from agents.benchmark import batches, format_pvalue, limit_threads, make_plan, parse_env_kwargs, run_batch
+from agents.cli import merge_nested
+from agents.errors import UsageError
+from agents.seed_ranges import PLUGIN_TABLE_SEEDS
+from agents.stats import paired_comparison
+from dus_env.registration import resolve_env_id
+from dus_env.validation import ConfigError
 
 DEFAULT_ENVS = ("Synthetic-v0", "SyntheticHard-v0", "MFeat-v0")
 #: Method name -> learner options (``gymnasium.make`` keyword arguments).
@@ -56,7 +59,7 @@ METHODS: dict[str, dict[str, str]] = {
     "bss_curriculum": {"kind": "joint", "row_order": "bss_curriculum"},
     "bss_adaptive": {"kind": "joint", "row_order": "bss_adaptive"},
 }
-DEFAULT_SEED_OFFSET = 80_000
+DEFAULT_SEED_OFFSET = PLUGIN_TABLE_SEEDS.start
 
 
 #: Options the methods set: given in ``--env-kwargs`` they would be overridden (or override the method).
@@ -72,7 +75,7 @@ def check_env_kwargs(env_kwargs: dict) -> None:
     """Refuse ``--env-kwargs`` that set what the methods set."""
     given = [name for name in METHOD_OPTIONS if name in env_kwargs or name in env_kwargs.get("learner", {})]
     if given:
-        raise BenchmarkInputError(f"--env-kwargs sets {', '.join(given)}, which each method sets itself: choose methods with --methods")
+        raise UsageError(f"--env-kwargs sets {', '.join(given)}, which each method sets itself: choose methods with --methods")
 
 
 def accuracies(env_id: str, kwargs: dict, seeds: list[int]) -> tuple[dict[str, np.ndarray], dict[str, float], float]:
@@ -90,7 +93,7 @@ def accuracies(env_id: str, kwargs: dict, seeds: list[int]) -> tuple[dict[str, n
 def single_env_cost(env_id: str, kwargs: dict, seed: int) -> float:
     """Median ms per decision step of one ``DUSEnv`` with uniform quantities (after a warm-up episode)."""
     env = gym.make(env_id, **kwargs)
-    action = np.zeros(env.action_space.shape, dtype=np.float32)
+    action = np.zeros(cast(spaces.Box, env.action_space).shape, dtype=np.float32)
     times: list[float] = []
     for episode in range(2):
         env.reset(seed=seed + episode)
@@ -112,33 +115,53 @@ def run(envs: list[str], methods: list[str], seeds: list[int], env_kwargs: dict)
             kwargs = method_kwargs(env_kwargs, method)
             values, gaps, batched_ms = accuracies(env_id, kwargs, seeds)
             comparison = paired_comparison(values["heuristic"] * 100, values["uniform"] * 100)
-            rows.append({
-                "env": env_id, "method": method, "x": float(values["uniform"].mean() * 100),
-                "dus_x": float(values["heuristic"].mean() * 100), "diff": comparison.mean_diff,
-                "ci": [comparison.ci_low, comparison.ci_high], "p": comparison.t_pvalue,
-                "gap_x": gaps["uniform"], "gap_dus_x": gaps["heuristic"],
-                "single_ms_per_step": single_env_cost(env_id, kwargs, seeds[0]), "batched_ms_per_env_step": batched_ms,
-                "x_per_seed": values["uniform"].tolist(), "dus_x_per_seed": values["heuristic"].tolist(),
-            })
+            rows.append(
+                {
+                    "env": env_id,
+                    "method": method,
+                    "x": float(values["uniform"].mean() * 100),
+                    "dus_x": float(values["heuristic"].mean() * 100),
+                    "diff": comparison.mean_diff,
+                    "ci": [comparison.ci_low, comparison.ci_high],
+                    "p": comparison.t_pvalue,
+                    "gap_x": gaps["uniform"],
+                    "gap_dus_x": gaps["heuristic"],
+                    "single_ms_per_step": single_env_cost(env_id, kwargs, seeds[0]),
+                    "batched_ms_per_env_step": batched_ms,
+                    "x_per_seed": values["uniform"].tolist(),
+                    "dus_x_per_seed": values["heuristic"].tolist(),
+                }
+            )
             print_row(rows[-1], header=len(rows) == 1)
     return rows
 
 
 def print_row(row: dict, header: bool) -> None:
     if header:
-        print(f"{'env':<24} {'method X':<16} {'X %':>7} {'DUS/X %':>8} {'Δ pts':>7} {'95% CI':>17} {'p':>7} "
-              f"{'gap X':>6} {'gap DUS/X':>9} {'ms/step':>8} {'ms/env-step':>12}")
+        print(
+            f"{'env':<24} {'method X':<16} {'X %':>7} {'DUS/X %':>8} {'Δ pts':>7} {'95% CI':>17} {'p':>7} "
+            f"{'gap X':>6} {'gap DUS/X':>9} {'ms/step':>8} {'ms/env-step':>12}"
+        )
     low, high = row["ci"]
-    print(f"{row['env']:<24} {row['method']:<16} {row['x']:7.2f} {row['dus_x']:8.2f} {row['diff']:+7.2f} "
-          f"[{low:+6.2f}, {high:+6.2f}] {format_pvalue(row['p']):>7} {row['gap_x']:6.1f} {row['gap_dus_x']:9.1f} "
-          f"{row['single_ms_per_step']:8.1f} {row['batched_ms_per_env_step']:12.2f}", flush=True)
+    print(
+        f"{row['env']:<24} {row['method']:<16} {row['x']:7.2f} {row['dus_x']:8.2f} {row['diff']:+7.2f} "
+        f"[{low:+6.2f}, {high:+6.2f}] {format_pvalue(row['p']):>7} {row['gap_x']:6.1f} {row['gap_dus_x']:9.1f} "
+        f"{row['single_ms_per_step']:8.1f} {row['batched_ms_per_env_step']:12.2f}",
+        flush=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", nargs="+", default=list(DEFAULT_ENVS), metavar="ID")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), metavar="X",
-                        help=f"methods to compare (default: all of {', '.join(METHODS)})")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(METHODS),
+        choices=list(METHODS),
+        metavar="X",
+        help=f"methods to compare (default: all of {', '.join(METHODS)})",
+    )
     parser.add_argument("--seeds", type=int, default=10, help="held-out seeds per method and env (default: 10)")
     parser.add_argument("--seed-offset", type=int, default=DEFAULT_SEED_OFFSET, help=f"first seed (default: {DEFAULT_SEED_OFFSET})")
     parser.add_argument("--env-kwargs", nargs="*", default=[], metavar="KV", help="overrides for every env, as in evaluate.py")
@@ -154,11 +177,12 @@ def main(argv: list[str] | None = None) -> int:
         seeds = list(range(args.seed_offset, args.seed_offset + args.seeds))
         started = time.perf_counter()
         rows = run(envs, args.methods, seeds, env_kwargs)
-    except (BenchmarkInputError, ConfigError) as exc:
+    except (UsageError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"{len(rows)} rows, {args.seeds} seeds ({seeds[0]}..{seeds[-1]}), torch {torch.__version__}, "
-          f"{time.perf_counter() - started:.0f} s")
+    print(
+        f"{len(rows)} rows, {args.seeds} seeds ({seeds[0]}..{seeds[-1]}), torch {torch.__version__}, {time.perf_counter() - started:.0f} s"
+    )
     if args.out:
         # A p-value that is not available (NaN) is written as null: the file stays strict JSON.
         rows = [{key: None if isinstance(value, float) and math.isnan(value) else value for key, value in row.items()} for row in rows]

@@ -20,11 +20,13 @@ envs of one batch then need different row counts and the batch is padded to the 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -33,8 +35,11 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import dus_env  # noqa: E402,F401
-from dus_env.batched.optim import ADAM_BETAS, ADAM_EPS  # noqa: E402
+import dus_env
+from dus_env.batched.optim import ADAM_BETAS, ADAM_EPS
+from dus_env.env import DUSEnv
+from dus_env.tasks import SyntheticTaskConfig
+from dus_env.vector_env import DUSVectorEnv
 
 ENV_ID = "dus_env/Synthetic-v0"
 
@@ -72,7 +77,7 @@ def single_env(steps: int, uniform: bool) -> float:
     torch.set_num_threads(1)
     env = gym.make(ENV_ID)
     env.reset(seed=0)
-    action = actions_for(1, env.unwrapped.mapping, uniform)[0]
+    action = actions_for(1, cast(DUSEnv, env.unwrapped).mapping, uniform)[0]
 
     def run() -> None:
         for _ in range(steps):
@@ -102,12 +107,13 @@ def subproc_env(steps: int, uniform: bool) -> float:
     return 2 * steps / wall
 
 
-def native_env(num_envs: int, threads: int, steps: int, uniform: bool) -> dict[str, float]:
+def native_env(num_envs: int, threads: int, steps: int, uniform: bool) -> dict[str, Any]:
     torch.set_num_threads(threads)
     before = rss_mib()
     envs = gym.make_vec(ENV_ID, num_envs=num_envs, torch_threads=None, autoreset_mode="same_step")
     envs.reset(seed=0)
-    actions = actions_for(num_envs, envs.unwrapped.mapping, uniform)
+    native = cast(DUSVectorEnv, envs.unwrapped)
+    actions = actions_for(num_envs, native.mapping, uniform)
     envs.step(actions)
     memory = (rss_mib() - before) / num_envs
 
@@ -116,19 +122,35 @@ def native_env(num_envs: int, threads: int, steps: int, uniform: bool) -> dict[s
             envs.step(actions)
 
     cpu, wall = timed(run, 3)
-    quantities = np.stack([envs.unwrapped.mapping.quantities(a) for a in actions])
-    flops = step_flops(envs.unwrapped.config, quantities)
+    quantities = np.stack([native.mapping.quantities(a) for a in actions])
+    flops = step_flops(native.config, quantities)
     envs.close()
-    return {"steps_per_s": num_envs * steps / wall, "wall_per_step": wall / steps, "cpu_per_step": cpu / steps,
-            "gflops": flops * steps / wall / 1e9, "memory_mib": memory, "quantities": quantities}
+    return {
+        "steps_per_s": num_envs * steps / wall,
+        "wall_per_step": wall / steps,
+        "cpu_per_step": cpu / steps,
+        "gflops": flops * steps / wall / 1e9,
+        "memory_mib": memory,
+        "quantities": quantities,
+    }
+
+
+def synthetic_task(config: dus_env.EnvConfig) -> tuple[SyntheticTaskConfig, int]:
+    """The task config of ``ENV_ID`` and its training-set size: the contenders are written for a
+    synthetic task of one fixed size."""
+    task = config.task
+    if not isinstance(task, SyntheticTaskConfig) or not isinstance(task.n_train, int):
+        raise TypeError(f"{ENV_ID} is expected to have a synthetic task of a fixed n_train, not {task!r}")
+    return task, task.n_train
 
 
 def step_flops(config: dus_env.EnvConfig, quantities: np.ndarray) -> float:
     """Useful FLOPs of one decision step of all envs: forward of every participating row (2 * in * out
     per linear layer), backward counted as 2x forward, K iterations, plus the validation forward pass."""
-    task, learner = config.task, config.learner
+    task, _ = synthetic_task(config)
+    learner = config.learner
     widths = (task.feature_dim, *learner.hidden_sizes, learner.embedding_dim, task.n_classes)
-    per_row = sum(2 * i * o for i, o in zip(widths[:-1], widths[1:]))
+    per_row = sum(2 * i * o for i, o in itertools.pairwise(widths))
     training = 3 * per_row * quantities.sum() * config.iterations_per_step
     validation = per_row * task.n_val * quantities.size
     return float(training + validation)
@@ -146,22 +168,23 @@ def bare_batched_step(num_envs: int, threads: int, quantities: np.ndarray, steps
     cross-entropy, autograd, fused Adam, then the validation forward pass; no env around it."""
     torch.set_num_threads(threads)
     config = dus_env.preset("Synthetic")
-    task, learner = config.task, config.learner
+    task, n_train = synthetic_task(config)
+    learner = config.learner
     generator = torch.Generator().manual_seed(0)
     widths = (task.feature_dim, *learner.hidden_sizes, learner.embedding_dim)
     params = []
     for _ in range(2):
-        layers = [(torch.randn(num_envs, i, o, generator=generator) * 0.1, torch.zeros(num_envs, o)) for i, o in zip(widths[:-1], widths[1:])]
+        layers = [(torch.randn(num_envs, i, o, generator=generator) * 0.1, torch.zeros(num_envs, o)) for i, o in itertools.pairwise(widths)]
         layers.append((torch.randn(num_envs, widths[-1], task.n_classes, generator=generator) * 0.1, torch.zeros(num_envs, task.n_classes)))
         params.append([(w.requires_grad_(), b.requires_grad_()) for w, b in layers])
     flat = [t for modality in params for layer in modality for t in layer]
     first, second = [torch.zeros_like(t) for t in flat], [torch.zeros_like(t) for t in flat]
-    train = [torch.randn(num_envs, task.n_train, task.feature_dim, generator=generator) for _ in range(2)]
-    labels = torch.randint(0, task.n_classes, (num_envs, task.n_train), generator=generator)
+    train = [torch.randn(num_envs, n_train, task.feature_dim, generator=generator) for _ in range(2)]
+    labels = torch.randint(0, task.n_classes, (num_envs, n_train), generator=generator)
     val = [torch.randn(num_envs, task.n_val, task.feature_dim, generator=generator) for _ in range(2)]
     batch = int(quantities.max(axis=1).max())
     counts = [int(quantities[:, j].max()) for j in range(2)]
-    offsets = (torch.arange(num_envs) * task.n_train).unsqueeze(1)
+    offsets = (torch.arange(num_envs) * n_train).unsqueeze(1)
     dump = (torch.arange(num_envs) * (batch + 1)).unsqueeze(1)
     step_count = [0]
 
@@ -174,23 +197,34 @@ def bare_batched_step(num_envs: int, threads: int, quantities: np.ndarray, steps
         return h
 
     def iteration() -> None:
-        rows = torch.randint(0, task.n_train, (num_envs, batch), generator=generator)
+        rows = torch.randint(0, n_train, (num_envs, batch), generator=generator)
         fused = torch.zeros(num_envs * (batch + 1), task.n_classes)
         for j in range(2):
             members = torch.rand(num_envs, batch, generator=generator).argsort(dim=1)[:, : counts[j]]
             x = train[j].view(-1, task.feature_dim).index_select(0, (rows.gather(1, members) + offsets).view(-1))
             logits = forward(j, x.view(num_envs, counts[j], task.feature_dim))
             fused = fused.index_add(0, (members + dump).view(-1), logits.view(-1, task.n_classes))
-        loss = F.cross_entropy(fused.view(num_envs, batch + 1, -1)[:, :batch].reshape(-1, task.n_classes),
-                               labels.gather(1, rows).view(-1))
+        loss = F.cross_entropy(fused.view(num_envs, batch + 1, -1)[:, :batch].reshape(-1, task.n_classes), labels.gather(1, rows).view(-1))
         for t in flat:
             t.grad = None
         loss.backward()
         step_count[0] += 1
-        with torch.no_grad():
-            torch._fused_adam_(flat, [t.grad for t in flat], first, second, [], [torch.tensor(float(step_count[0]))] * len(flat),
-                               lr=learner.lr, beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1], weight_decay=0.0, eps=ADAM_EPS,
-                               amsgrad=False, maximize=False)
+        with torch.no_grad():  # every t has a grad after the backward pass (the cast says so)
+            torch._fused_adam_(
+                flat,
+                cast(list[torch.Tensor], [t.grad for t in flat]),
+                first,
+                second,
+                [],
+                [torch.tensor(float(step_count[0]))] * len(flat),
+                lr=learner.lr,
+                beta1=ADAM_BETAS[0],
+                beta2=ADAM_BETAS[1],
+                weight_decay=0.0,
+                eps=ADAM_EPS,
+                amsgrad=False,
+                maximize=False,
+            )
 
     def decision_step() -> None:
         for _ in range(config.iterations_per_step):
@@ -226,18 +260,27 @@ def main() -> None:
             native = native_env(num_envs, threads, steps, args.uniform)
             bare = bare_batched_step(num_envs, threads, native["quantities"], steps)
             rows.append((threads, num_envs, native, bare, limit))
-    print(f"{ENV_ID}, {'uniform' if args.uniform else 'mixed (25/75 and 62.5/37.5)'} actions, {os.cpu_count()} cores, torch {torch.__version__}")
-    print(f"{'contender':<28} {'threads':>7} {'steps/s':>9} {'x subproc':>9} {'MiB/env':>8} {'GFLOP/s':>8} {'mm GFLOP/s':>10} {'env/bare':>8}")
+    print(
+        f"{ENV_ID}, {'uniform' if args.uniform else 'mixed (25/75 and 62.5/37.5)'} actions, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}"
+    )
+    print(
+        f"{'contender':<28} {'threads':>7} {'steps/s':>9} {'x subproc':>9} {'MiB/env':>8} {'GFLOP/s':>8} {'mm GFLOP/s':>10} {'env/bare':>8}"
+    )
     print(f"{'DUSEnv alone':<28} {1:>7} {single:>9.1f} {single / subproc:>9.2f}")
     print(f"{'SubprocVecEnv, 2 workers':<28} {1:>7} {subproc:>9.1f} {1.0:>9.2f}")
     for threads, num_envs, native, bare, limit in rows:
-        print(f"{f'DUSVectorEnv num_envs={num_envs}':<28} {threads:>7} {native['steps_per_s']:>9.1f} "
-              f"{native['steps_per_s'] / subproc:>9.2f} {native['memory_mib']:>8.2f} {native['gflops']:>8.1f} {limit:>10.1f} "
-              f"{native['wall_per_step'] / bare:>8.3f}")
+        print(
+            f"{f'DUSVectorEnv num_envs={num_envs}':<28} {threads:>7} {native['steps_per_s']:>9.1f} "
+            f"{native['steps_per_s'] / subproc:>9.2f} {native['memory_mib']:>8.2f} {native['gflops']:>8.1f} {limit:>10.1f} "
+            f"{native['wall_per_step'] / bare:>8.3f}"
+        )
     best = max(rows, key=lambda row: row[2]["steps_per_s"])
-    print(f"best native: {best[2]['steps_per_s']:.1f} steps/s (num_envs={best[1]}, {best[0]} threads) = "
-          f"{best[2]['steps_per_s'] / subproc:.2f}x SubprocVecEnv (target >= 6x, stretch 10x); "
-          f"env/bare there {best[2]['wall_per_step'] / best[3]:.3f} (target <= 1.15)")
+    print(
+        f"best native: {best[2]['steps_per_s']:.1f} steps/s (num_envs={best[1]}, {best[0]} threads) = "
+        f"{best[2]['steps_per_s'] / subproc:.2f}x SubprocVecEnv (target >= 6x, stretch 10x); "
+        f"env/bare there {best[2]['wall_per_step'] / best[3]:.3f} (target <= 1.15)"
+    )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from .sampler import DUSSampler, MissingValidationError, participation_masks
 from .tasks import FeatureFileError, FeaturesTaskConfig, MFeatTaskConfig, MixtureTaskConfig, SyntheticTaskConfig
 from .validation import ConfigError, UnknownOptionError
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 try:
     import gymnasium  # noqa: F401
@@ -38,7 +38,12 @@ else:
 
     register_envs()
 
-_GYMNASIUM_NAMES = {"DUSEnv": ("env", "DUSEnv"), "DUSVectorEnv": ("vector_env", "DUSVectorEnv"), "ENV_IDS": ("registration", "ENV_IDS"), "register_envs": ("registration", "register_envs")}
+_GYMNASIUM_NAMES = {
+    "DUSEnv": ("env", "DUSEnv"),
+    "DUSVectorEnv": ("vector_env", "DUSVectorEnv"),
+    "ENV_IDS": ("registration", "ENV_IDS"),
+    "register_envs": ("registration", "register_envs"),
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -8,16 +8,25 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from .learners import LearnerConfig
 from .observation import ObservationLayout
 from .quantities import BUDGET_MODES, QuantityMapping
-from .tasks import TaskConfig, SyntheticTaskConfig, task_config_from_dict
+from .tasks import MFeatTaskConfig, SyntheticTaskConfig, TaskConfig, task_config_from_dict
 from .tasks.mfeat import mfeat_view_widths
 from .validation import (
-    MAX_SCALE, ConfigError, UnknownOptionError, check_bool, check_choice, check_device, check_fields, check_float, check_int,
-    check_one_width, fail,
+    MAX_SCALE,
+    ConfigError,
+    UnknownOptionError,
+    check_bool,
+    check_choice,
+    check_device,
+    check_fields,
+    check_float,
+    check_int,
+    check_one_width,
+    fail,
 )
 
 
@@ -76,9 +85,14 @@ class EnvConfig:
         # float64 while the task is generated (mfeat/synthetic build in numpy float64), per modality.
         needed = rows * width() * self.task.n_modalities * 8
         if needed > self.max_task_bytes:
-            fail(owner, "max_task_bytes", self.max_task_bytes,
-                 f"the task needs about {needed / 2**30:.1f} GiB per env ({rows:,} samples x {self.task.n_modalities} modalities x "
-                 f"{width()} features x 8 bytes): make the task smaller (fewer samples: n_train, n_val, n_test; or fewer features) or raise max_task_bytes")
+            fail(
+                owner,
+                "max_task_bytes",
+                self.max_task_bytes,
+                f"the task needs about {needed / 2**30:.1f} GiB per env ({rows:,} samples x {self.task.n_modalities} modalities x "
+                f"{width()} features x 8 bytes): make the task smaller (fewer samples: n_train, n_val, n_test; or fewer features) "
+                "or raise max_task_bytes",
+            )
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
@@ -101,21 +115,21 @@ class EnvConfig:
         check_bool(owner, "shuffle_modalities", self.shuffle_modalities)
         check_int(owner, "max_task_bytes", self.max_task_bytes, 1)
         self._check_task_size(owner)
-        if self.shuffle_modalities and self.task.kind == "mfeat" and not self.task.has_view_sets:
-            check_one_width(mfeat_view_widths(self.task.views),
-                            f"give the views {list(self.task.views)} as a list of view sets (views=[{list(self.task.views)}]), which pads them")
+        if self.shuffle_modalities and isinstance(self.task, MFeatTaskConfig) and not self.task.has_view_sets:
+            check_one_width(
+                mfeat_view_widths(self.task.view_sets[0]),
+                f"give the views {list(self.task.views)} as a list of view sets (views=[{list(self.task.views)}]), which pads them",
+            )
         check_device(owner, "device", self.device)
-        n_train = getattr(self.task, "n_train_bounds", (None,))[0]
-        if n_train is not None and self.max_quantity > n_train:
-            bounds = getattr(self.task, "n_train_bounds")
+        bounds: tuple[int, int] | None = getattr(self.task, "n_train_bounds", None)  # not every task kind has one
+        if bounds is not None and self.max_quantity > bounds[0]:
+            n_train = bounds[0]
             what = f"n_train={n_train}" if bounds[0] == bounds[1] else f"smallest n_train={n_train} (n_train ranges over {list(bounds)})"
             fail(owner, "max_quantity", self.max_quantity, f"cannot exceed the task's {what}")
 
     def quantity_mapping(self) -> QuantityMapping:
         """The action-to-quantity map of an env with this config."""
-        return QuantityMapping(
-            self.task.n_modalities, self.base_batch_size, self.min_quantity, self.max_quantity, self.budget
-        )
+        return QuantityMapping(self.task.n_modalities, self.base_batch_size, self.min_quantity, self.max_quantity, self.budget)
 
     def observation_layout(self) -> ObservationLayout:
         """The observation layout of an env with this config."""
@@ -154,8 +168,9 @@ def resolve_config(base: EnvConfig, overrides: dict[str, Any]) -> EnvConfig:
             learner_values[key] = value
         else:
             raise UnknownOptionError(
-                f"unknown option {key!r} (unexpected keyword argument {key!r}): accepted are the env fields {sorted(_ENV_FIELDS)}, the learner fields "
-                f"{sorted(_LEARNER_FIELDS)}, the {base.task.kind} task fields {sorted(task_fields)}, 'task' and 'learner'"
+                f"unknown option {key!r} (unexpected keyword argument {key!r}): accepted are the env fields {sorted(_ENV_FIELDS)}, "
+                f"the learner fields {sorted(_LEARNER_FIELDS)}, the {base.task.kind} task fields {sorted(task_fields)}, "
+                "'task' and 'learner'"
             )
     task = base.task
     if task_values:
@@ -175,5 +190,8 @@ def _as_dict(current: Any, value: Any, name: str) -> dict[str, Any]:
     if isinstance(value, dict):
         return value
     if dataclasses.is_dataclass(value):
-        return {**_init_values(value), **({"kind": value.kind} if name == "task" else {})}
+        values = _init_values(value)
+        if name == "task":
+            values["kind"] = cast("TaskConfig", value).kind  # is_dataclass narrows to a type that declares no `kind`
+        return values
     raise ConfigError(f"{name}={value!r} is invalid: expected a dict of fields or a {type(current).__name__}")

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from .batched.data import StackedSplit
-from .batched.evaluation import StackedEvaluation, evaluate_split
+from .batched.evaluation import evaluate_split
 from .batched.learners import make_learner
 from .batched.model import StackedModel
 from .batched.optim import StackedOptimizer
@@ -156,8 +156,7 @@ class TrainingCore:
         for task in tasks:
             if self.config.max_quantity > len(task.train):
                 raise ConfigError(
-                    f"EnvConfig.max_quantity={self.config.max_quantity} is invalid: the task has only "
-                    f"{len(task.train)} training samples"
+                    f"EnvConfig.max_quantity={self.config.max_quantity} is invalid: the task has only {len(task.train)} training samples"
                 )
         if not self._allocated:
             self._allocate(tasks)
@@ -177,9 +176,10 @@ class TrainingCore:
         self.step_index[envs] = 0
         self.quantities[envs] = self.mapping.uniform()
         self.train_loss[envs] = [math.log(task.n_classes) for task in tasks]
-        evaluation = _to_host(evaluate_split(self.model, self.val, index))
-        self.val_fused[envs] = evaluation.fused_balanced_accuracy
-        self.val_modality[envs] = evaluation.modality_balanced_accuracies
+        evaluation = evaluate_split(self.model, self.val, index)
+        self.val_fused[envs], self.val_modality[envs] = _host_arrays(
+            evaluation.fused_balanced_accuracy, evaluation.modality_balanced_accuracies
+        )
         self.done[envs] = False
         self._history_start[envs] = len(self._history)
         self.observations[envs] = self._observe()[envs]
@@ -230,10 +230,13 @@ class TrainingCore:
         task = self._tasks[env]
         if task is None:
             raise RuntimeError(f"env {env} has not been reset yet")
-        train, val, test = (split.env_split(env) for split in self.splits)
-        copies = [Split(tuple(x.cpu().clone() for x in s.features), s.labels.cpu().clone()) for s in (train, val, test)]
-        return Task(task.name, task.modality_names, task.n_classes, *copies, parameters=dict(task.parameters),
-                    data_widths=task.data_widths)
+        train, val, test = (
+            Split(tuple(x.cpu().clone() for x in s.features), s.labels.cpu().clone())
+            for s in (split.env_split(env) for split in self.splits)
+        )
+        return Task(
+            task.name, task.modality_names, task.n_classes, train, val, test, parameters=dict(task.parameters), data_widths=task.data_widths
+        )
 
     # -- internals --------------------------------------------------------------------------------
 
@@ -247,8 +250,10 @@ class TrainingCore:
         m = task.n_modalities
         if not self.config.shuffle_modalities:
             return task.with_parameters({**task.parameters, "modality_order": np.arange(m)})
-        check_one_width(task.feature_dims, "synthetic tasks have one; for mfeat give views as a list of view sets, "
-                        "which pads every view to a common width")
+        check_one_width(
+            task.feature_dims,
+            "synthetic tasks have one; for mfeat give views as a list of view sets, which pads every view to a common width",
+        )
         # A child stream (the instance's draws are unchanged); argsort of uniform draws is a uniform
         # permutation whatever M is.
         stream = np.random.SeedSequence(task_seed, spawn_key=(_SHUFFLE_STREAM,))
@@ -276,8 +281,13 @@ class TrainingCore:
         )
         self.train, self.val, self.test = self.splits
         self.model = StackedModel(
-            self.n_envs, first.feature_dims, first.n_classes, learner.hidden_sizes, learner.embedding_dim,
-            learner.shared_head, self.device,
+            self.n_envs,
+            first.feature_dims,
+            first.n_classes,
+            learner.hidden_sizes,
+            learner.embedding_dim,
+            learner.shared_head,
+            self.device,
         )
         optimizer = StackedOptimizer(self.model, learner.optimizer, learner.lr, learner.momentum, learner.weight_decay)
         self.learner = make_learner(self.config, self.model, optimizer, self.train)
@@ -313,14 +323,16 @@ class TrainingCore:
         return self.layout.build(status)
 
     def _final_metrics(self, envs: np.ndarray) -> FinalMetrics:
-        evaluation = _to_host(evaluate_split(self.model, self.test, torch.as_tensor(envs, device=self.device)))
+        evaluation = evaluate_split(self.model, self.test, torch.as_tensor(envs, device=self.device))
+        fused, fused_balanced, modality = _host_arrays(
+            evaluation.fused_accuracy, evaluation.fused_balanced_accuracy, evaluation.modality_accuracies
+        )
         histories = [np.stack(self._history[self._history_start[env] :])[:, env] for env in envs.tolist()]
         totals = np.stack([history.sum(axis=0) for history in histories]) * self.config.iterations_per_step
-        modality = evaluation.modality_accuracies
         return FinalMetrics(
             envs,
-            evaluation.fused_accuracy,
-            evaluation.fused_balanced_accuracy,
+            fused,
+            fused_balanced,
             modality,
             modality.max(axis=1) - modality.min(axis=1),
             totals,
@@ -372,10 +384,3 @@ def _host_arrays(*tensors: torch.Tensor) -> list[np.ndarray]:
         arrays.append(flat[start : start + t.numel()].reshape(t.shape))
         start += t.numel()
     return arrays
-
-
-def _to_host(evaluation: StackedEvaluation) -> StackedEvaluation:
-    return StackedEvaluation(*_host_arrays(
-        evaluation.fused_accuracy, evaluation.fused_balanced_accuracy,
-        evaluation.modality_accuracies, evaluation.modality_balanced_accuracies,
-    ))

@@ -14,8 +14,8 @@ from .core import StepOutcome, TrainingCore
 from .models import MultimodalModel
 from .monitor import DiscrepancyMonitor
 from .presets import preset
-from .tasks import Task
 from .quantities import as_action_array
+from .tasks import Task
 
 
 def episode_seeds(np_random: np.random.Generator) -> tuple[int, int]:
@@ -61,6 +61,17 @@ def render_status(core: TrainingCore, env: int) -> str:
         f"ŝ={fmt(core.monitor.cumulative[env])} | val fused {core.val_fused[env]:.3f} "
         f"per-modality {fmt(core.val_modality[env])} | loss {core.train_loss[env]:.3f}"
     )
+
+
+def config_of(env: gym.Env) -> EnvConfig:
+    """The :class:`EnvConfig` of a (possibly wrapped) DUS env, e.g. of ``gymnasium.make("dus_env/...")``.
+
+    :raises TypeError: ``env`` does not wrap a :class:`DUSEnv`.
+    """
+    base = env.unwrapped
+    if not isinstance(base, DUSEnv):
+        raise TypeError(f"{env!r} is not a dus_env environment (it unwraps to {type(base).__name__}, not DUSEnv)")
+    return base.config
 
 
 class DUSEnv(gym.Env[np.ndarray, np.ndarray]):

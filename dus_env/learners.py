@@ -135,23 +135,36 @@ class LearnerConfig:
         for kind, names in _KIND_OPTIONS.items():
             for name in names:
                 if self.kind != kind and getattr(self, name) != defaults[name]:
-                    fail(owner, name, getattr(self, name), f"only kind={kind!r} reads it (kind is {self.kind!r}); "
-                         f"leave it out or set kind={kind!r}")
+                    fail(
+                        owner,
+                        name,
+                        getattr(self, name),
+                        f"only kind={kind!r} reads it (kind is {self.kind!r}); leave it out or set kind={kind!r}",
+                    )
         if self.projection is not None and self.kind not in ("alternating", "mla"):
             fail(owner, "projection", self.projection, f"only kinds 'alternating' and 'mla' read it (kind is {self.kind!r})")
         if self.kind == "mie" and (self.rho == 0) != (self.flat_ratio == 0):
             unused = "flat_ratio" if self.rho == 0 else "rho"
             if getattr(self, unused) != defaults[unused]:
-                fail(owner, unused, getattr(self, unused), f"SAM is off ({'rho' if unused == 'flat_ratio' else 'flat_ratio'}=0), "
-                     "so nothing reads it; leave it out, or give both rho > 0 and flat_ratio > 0")
+                fail(
+                    owner,
+                    unused,
+                    getattr(self, unused),
+                    f"SAM is off ({'rho' if unused == 'flat_ratio' else 'flat_ratio'}=0), "
+                    "so nothing reads it; leave it out, or give both rho > 0 and flat_ratio > 0",
+                )
         if self.kind == "mla" and self.projection is False:
             fail(owner, "projection", self.projection, "kind 'mla' is alternating with the projection; for none use kind='alternating'")
         for name in _CURRICULUM_OPTIONS:
             if self.row_order != "bss_curriculum" and getattr(self, name) != defaults[name]:
                 fail(owner, name, getattr(self, name), f"only row_order='bss_curriculum' reads it (row_order is {self.row_order!r})")
         if self.row_order == "epoch" and self.bss_measure_every is not None:
-            fail(owner, "bss_measure_every", self.bss_measure_every, "only the BSS row orders read it (row_order is 'epoch'); "
-                 "set row_order='bss_curriculum' or 'bss_adaptive'")
+            fail(
+                owner,
+                "bss_measure_every",
+                self.bss_measure_every,
+                "only the BSS row orders read it (row_order is 'epoch'); set row_order='bss_curriculum' or 'bss_adaptive'",
+            )
 
     @property
     def shared_head(self) -> bool:

@@ -17,6 +17,8 @@ and by ``DUSSampler``, so a policy sees the same numbers in training and in a us
 
 from __future__ import annotations
 
+from types import EllipsisType
+
 import numpy as np
 import torch
 
@@ -94,13 +96,10 @@ class DiscrepancyMonitor:
         values = np.asarray(scores, dtype=np.float64)
         if values.ndim != len(self.shape) + 1 or values.shape[1:] != self.shape or values.shape[0] == 0:
             expected = "(" + ", ".join(["iterations", *map(str, self.shape)]) + ")"
-            raise ValueError(
-                f"scores have shape {values.shape}, expected {self.shape} or {expected}: one score per modality"
-            )
+            raise ValueError(f"scores have shape {values.shape}, expected {self.shape} or {expected}: one score per modality")
+        index: np.ndarray | EllipsisType = ...
         if envs is not None:
             values, index = values[:, envs], envs
-        else:
-            index = ...
         if not np.isfinite(values).all():
             raise ValueError(
                 f"modality scores {values.tolist()} hold NaN or inf: the logits they come from are not finite (training diverged?)"

@@ -30,9 +30,10 @@ at position ``j``: with ``EnvConfig.shuffle_modalities`` that is original modali
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -156,12 +157,11 @@ class ObservationLayout:
         observation = np.asarray(observation)
         if observation.shape[-1] != self.size:
             raise ValueError(
-                f"observation has {observation.shape[-1]} values, layout v{self.version} for "
-                f"{self.n_modalities} modalities has {self.size}"
+                f"observation has {observation.shape[-1]} values, layout v{self.version} for {self.n_modalities} modalities has {self.size}"
             )
         return observation[..., self.index(name)]
 
-    def permute_modalities(self, observation: np.ndarray, order: Sequence[int]) -> np.ndarray:
+    def permute_modalities(self, observation: np.ndarray, order: Sequence[int] | np.ndarray) -> np.ndarray:
         """The observation(s) of the same state with the modalities presented in ``order``.
 
         Position ``j`` of every per-modality slot takes modality ``order[j]``'s value; the other slots
@@ -169,16 +169,16 @@ class ObservationLayout:
         what the mirrored-observation probe (``bench/mirror_probe.py``) feeds a policy: a policy that
         reads the state should then move its action components with the modalities.
         """
-        order = np.asarray(order)
-        if sorted(order.tolist()) != list(range(self.n_modalities)):
-            raise ValueError(f"order={order.tolist()} is invalid: expected a permutation of 0..{self.n_modalities - 1}")
+        permutation = np.asarray(order)
+        if sorted(permutation.tolist()) != list(range(self.n_modalities)):
+            raise ValueError(f"order={permutation.tolist()} is invalid: expected a permutation of 0..{self.n_modalities - 1}")
         observation = np.asarray(observation)
         self.read(observation, self.slots[0].name)  # checks the size
         result = observation.copy()
         for slot in self.slots:
             if slot.per_modality:
                 positions = np.arange(self.index(slot.name).start, self.index(slot.name).stop)
-                result[..., positions] = observation[..., positions[order]]
+                result[..., positions] = observation[..., positions[permutation]]
         return result
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
@@ -194,11 +194,7 @@ class ObservationLayout:
 
     def names(self) -> list[str]:
         """One name per position, e.g. ``cumulative_score[0]``, for logs, plots and docs."""
-        return [
-            f"{slot.name}[{j}]" if slot.per_modality else slot.name
-            for slot in self.slots
-            for j in range(self._width(slot))
-        ]
+        return [f"{slot.name}[{j}]" if slot.per_modality else slot.name for slot in self.slots for j in range(self._width(slot))]
 
     def build(self, status: TrainingStatus) -> np.ndarray:
         """The observation(s) for ``status``, float32 ``S + (size,)``: the one place observations are made."""
@@ -222,14 +218,19 @@ class ObservationLayout:
             "n_modalities": self.n_modalities,
             "size": self.size,
             "slots": [
-                {"name": s.name, "index": [self.index(s.name).start, self.index(s.name).stop], "low": s.low,
-                 "high": s.high, "description": s.description}
+                {
+                    "name": s.name,
+                    "index": [self.index(s.name).start, self.index(s.name).stop],
+                    "low": s.low,
+                    "high": s.high,
+                    "description": s.description,
+                }
                 for s in self.slots
             ],
         }
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "ObservationLayout":
+    def from_dict(cls, values: dict[str, Any]) -> ObservationLayout:
         """Rebuild a saved layout; refuses another version with :class:`LayoutVersionError`."""
         version = values.get("version")
         if version != LAYOUT_VERSION:

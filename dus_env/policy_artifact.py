@@ -6,15 +6,26 @@ Layout of the folder::
                     env config the policy was trained on, observation normalisation statistics,
                     the source (algorithm, run), file checksums
     policy.onnx     the deterministic policy network: normalised observation [N, D] -> action [N, M]
-    policy.pt       the same network as TorchScript
+    policy.pt2      the same network as a ``torch.export`` program (``torch.export.save``)
+
+Both files come from one ``torch.export`` capture with a dynamic batch dimension, so either runs
+any number of observations at once. ``backend="onnx"`` (the primary format) runs ``policy.onnx``
+with onnxruntime, ``backend="torch"`` runs ``policy.pt2`` with torch alone.
 
 Observation normalisation is kept out of the network and applied by :class:`PolicyArtifact`
 (``clip((obs - mean) / sqrt(var + eps), -clip, clip)``, as Stable-Baselines3's ``VecNormalize``),
 so the network's output can be compared with the training library's own prediction.
 
-Loading runs no pickle: the metadata is JSON, the network is ONNX or TorchScript. Writing is
-atomic (a temporary folder renamed into place), so an interrupted export leaves the previous
-artifact intact.
+Loading runs no pickle: the metadata is JSON, the network is ONNX (protobuf) or a ``torch.export``
+archive whose graph is JSON and whose weights are raw tensor bytes. ``torch.export.load`` would
+unpickle only a few kinds of entries (tensor subclasses, custom objects, sample inputs, legacy
+weight files); the writer stores none of them and the loader refuses an archive holding any,
+before ``torch.export.load`` reads it. Writing is atomic (a temporary folder renamed into place),
+so an interrupted export leaves the previous artifact intact.
+
+Format versions (``format_version`` in ``metadata.json``): 1 held ``policy.pt`` (TorchScript, which
+torch deprecates); 2 holds ``policy.pt2``. An artifact of another version is refused with the way
+to export it again.
 """
 
 from __future__ import annotations
@@ -31,22 +42,30 @@ import shutil
 import tempfile
 import time
 import warnings
+import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
+from .faults import fault_point
 from .observation import LayoutVersionError, ObservationLayout
 from .quantities import QuantityMapping
-from .faults import fault_point
 
-ARTIFACT_FORMAT_VERSION = 1
+ARTIFACT_FORMAT_VERSION = 2
 METADATA_FILE = "metadata.json"
 ONNX_FILE = "policy.onnx"
-TORCHSCRIPT_FILE = "policy.pt"
-BACKENDS = ("onnx", "torchscript")
+PT2_FILE = "policy.pt2"
+#: Loader name -> the network file it runs.
+BACKEND_FILES = {"onnx": ONNX_FILE, "torch": PT2_FILE}
+BACKENDS = tuple(BACKEND_FILES)
+#: What each artifact format version holds, for the message that refuses another version.
+FORMAT_VERSIONS = {1: "policy.onnx + policy.pt (TorchScript)", 2: f"{ONNX_FILE} + {PT2_FILE} (torch.export)"}
+#: How to make a current artifact from a training run.
+REEXPORT_COMMAND = "python train_agent.py --export-only --run-dir RUN"
 
 
 class ArtifactError(ValueError):
@@ -83,7 +102,7 @@ class ObservationNormalization:
         return {"mean": self.mean.tolist(), "var": self.var.tolist(), "epsilon": self.epsilon, "clip": self.clip}
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "ObservationNormalization":
+    def from_dict(cls, values: dict[str, Any]) -> ObservationNormalization:
         for key in ("epsilon", "clip"):
             if isinstance(values[key], bool) or not isinstance(values[key], (int, float)):
                 raise ValueError(f"{key}={values[key]!r} is invalid: expected a number")
@@ -138,7 +157,7 @@ def write_policy_artifact(
             "env_config": env_config,
             "observation_normalization": None if normalization is None else normalization.to_dict(),
             "source": source or {},
-            "sha256": {name: sha256_file(staging / name) for name in (ONNX_FILE, TORCHSCRIPT_FILE)},
+            "sha256": {name: sha256_file(staging / name) for name in BACKEND_FILES.values()},
         }
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=_json_default))
         fault_point("mid_export")
@@ -161,30 +180,40 @@ class _ObservationToAction(torch.nn.Module):
 
 
 def _export_networks(actor: torch.nn.Module, example: torch.Tensor, folder: Path) -> None:
+    """Capture the network once with ``torch.export`` and write it as ``policy.pt2`` and ``policy.onnx``.
+
+    The batch dimension is dynamic (``torch.export.Dim``, at least 1), so both files run any number
+    of observations; the example has two rows because an example dimension of size 1 would be
+    specialised to the constant 1.
+    """
     wrapped = _ObservationToAction(actor).eval()
-    with torch.no_grad(), warnings.catch_warnings():
-        # torch 2.13 deprecates TorchScript (still fully supported) and warns from its own internals
-        warnings.simplefilter("ignore", FutureWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.jit.save(torch.jit.trace(wrapped, example, check_trace=False), str(folder / TORCHSCRIPT_FILE))
-        _export_onnx(wrapped, example, folder)
+    dynamic_shapes = {"observation": {0: torch.export.Dim("batch", min=1)}}
+    with torch.no_grad():
+        program = torch.export.export(wrapped, (example,), dynamic_shapes=dynamic_shapes, strict=False)
+    # torch.export.save would pickle the example inputs into the archive; without them it holds JSON
+    # and raw tensor bytes only, and loading unpickles nothing (see _check_pickle_free).
+    program.example_inputs = None
+    torch.export.save(program, str(folder / PT2_FILE))
+    _export_onnx(program, example, folder)
 
 
-def _export_onnx(wrapped: torch.nn.Module, example: torch.Tensor, folder: Path) -> None:
-    batch = torch.export.Dim("batch", min=1)
+def _export_onnx(program: torch.export.ExportedProgram, example: torch.Tensor, folder: Path) -> None:
+    """Translate the captured program to ONNX (input ``observation``, output ``action``, batch ``batch``)."""
     # The exporter logs warnings about optional packages (torchvision) that do not concern us.
     exporter_log = logging.getLogger("torch.onnx")
     level = exporter_log.level
     exporter_log.setLevel(logging.ERROR)
     try:
-        with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints progress lines
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # the exporter prints progress lines
+            # torch 2.13's ONNX exporter trips over a deprecation inside torch's own pytree code.
+            warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
             torch.onnx.export(
-                wrapped,
+                program,
                 (example,),
                 str(folder / ONNX_FILE),
                 input_names=["observation"],
                 output_names=["action"],
-                dynamic_shapes={"observation": {0: batch}},
+                dynamic_shapes={"observation": {0: torch.export.Dim("batch", min=1)}},
                 dynamo=True,
                 external_data=False,
                 verbose=False,
@@ -224,14 +253,21 @@ def _json_default(value: Any) -> Any:
 class PolicyArtifact:
     """A loaded artifact: ``act(observations)`` normalises and runs the network.
 
+    Loading checks, in this order: ``metadata.json`` (format and layout versions, required keys),
+    the sha256 of the backend's network file against the metadata, every metadata value, and one
+    run of the network on a zero observation (its input and output sizes). A failure raises
+    :class:`ArtifactError` naming the part at fault. Nothing is unpickled (see the module docstring).
+
     :param path: the artifact folder written by :func:`write_policy_artifact`.
-    :param backend: ``onnx`` (onnxruntime) or ``torchscript`` (torch only).
+    :param backend: ``onnx`` (``policy.onnx`` with onnxruntime) or ``torch`` (``policy.pt2`` with
+        ``torch.export.load``, no onnxruntime needed).
     """
 
     def __init__(self, path: str | Path, backend: str = "onnx") -> None:
         self.path = Path(path)
         if backend not in BACKENDS:
-            raise ArtifactError(f"backend={backend!r} is invalid: expected one of {BACKENDS}")
+            hint = " (TorchScript was replaced by torch.export in artifact format 2: use 'torch')" if backend == "torchscript" else ""
+            raise ArtifactError(f"backend={backend!r} is invalid: expected one of {BACKENDS}{hint}")
         self.backend = backend
         self.metadata = read_metadata(self.path)
         self.layout = ObservationLayout.from_dict(self.metadata["observation_layout"])
@@ -245,7 +281,7 @@ class PolicyArtifact:
         zero = np.zeros((1, self.layout.size), dtype=np.float32)
         try:
             actions = self._run(zero if self.normalization is None else self.normalization.apply(zero))
-        except Exception as error:  # onnxruntime and torch.jit raise their own types for a shape mismatch
+        except Exception as error:  # onnxruntime and torch raise their own types for a shape mismatch
             raise ArtifactError(
                 f"policy artifact {self.path}: the network does not take the layout's {self.layout.size}-value observations "
                 f"({self.layout.n_modalities} modalities): {type(error).__name__}: {error}"
@@ -298,7 +334,7 @@ class PolicyArtifact:
         return actions[0] if single else actions
 
     def _load_network(self) -> Callable[[np.ndarray], np.ndarray]:
-        name = ONNX_FILE if self.backend == "onnx" else TORCHSCRIPT_FILE
+        name = BACKEND_FILES[self.backend]
         file = self.path / name
         checksums = self.metadata.get("sha256")
         expected = checksums.get(name) if isinstance(checksums, dict) else None
@@ -319,19 +355,58 @@ class PolicyArtifact:
             except Exception as error:  # onnxruntime raises its own untyped errors for bad models
                 raise ArtifactError(f"artifact {self.path}: {name} cannot be loaded by onnxruntime ({error})") from None
             return lambda batch: session.run(["action"], {"observation": batch})[0]
+        _check_pickle_free(file, f"artifact {self.path}: {name}")
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)  # see _export_networks
-                module = torch.jit.load(str(file), map_location="cpu")
-        except RuntimeError as error:
-            raise ArtifactError(f"artifact {self.path}: {name} cannot be loaded by torch.jit ({error})") from None
-        module.eval()
+            module = torch.export.load(str(file)).module()
+        except Exception as error:  # torch.export raises assorted types for a malformed archive
+            raise ArtifactError(
+                f"artifact {self.path}: {name} cannot be loaded by torch.export ({type(error).__name__}: {error})"
+            ) from None
 
         def run(batch: np.ndarray) -> np.ndarray:
             with torch.no_grad():
                 return module(torch.from_numpy(batch)).numpy()
 
         return run
+
+
+def _check_pickle_free(file: Path, owner: str) -> None:
+    """Refuse a ``torch.export`` archive that ``torch.export.load`` would unpickle anything from.
+
+    ``torch.export.load`` reads the graph from JSON and plain tensors from raw bytes, but falls back
+    on ``torch.load(weights_only=False)`` or ``pickle`` for tensor subclasses, custom and opaque
+    objects, sample inputs and legacy weight files. :func:`write_policy_artifact` writes none of
+    them, so any such entry means the file was not written here and it is refused unread.
+    """
+    from torch.export.pt2_archive import constants as pt2
+
+    legacy = (f"{pt2.WEIGHTS_DIR}model.pt", f"{pt2.CONSTANTS_DIR}model.pt")
+    try:
+        with zipfile.ZipFile(file) as archive:
+            pickled = []
+            for name in archive.namelist():
+                entry = name.split("/", 1)[-1]  # without the archive's root folder
+                if (
+                    entry.startswith(pt2.AOTINDUCTOR_DIR)
+                    or entry in legacy
+                    or (entry.startswith(pt2.SAMPLE_INPUTS_DIR) and archive.getinfo(name).file_size > 0)
+                ):
+                    pickled.append(entry)
+                elif entry.endswith(("weights_config.json", "constants_config.json")):
+                    payloads = json.loads(archive.read(name)).get("config", {})
+                    pickled += [
+                        f"{entry}:{key}"
+                        for key, payload in payloads.items()
+                        if payload.get("use_pickle")
+                        or not payload.get("path_name", "").startswith((pt2.WEIGHT_FILENAME_PREFIX, pt2.TENSOR_CONSTANT_FILENAME_PREFIX))
+                    ]
+    except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
+        raise ArtifactError(f"{owner} is not a torch.export archive ({type(error).__name__}: {error})") from None
+    if pickled:
+        raise ArtifactError(
+            f"{owner} holds entries that torch.export.load would unpickle ({', '.join(sorted(pickled))}); "
+            "an artifact written by dus_env holds none, so it is refused; export the policy again"
+        )
 
 
 def read_metadata(path: Path) -> dict[str, Any]:
@@ -347,11 +422,9 @@ def read_metadata(path: Path) -> dict[str, Any]:
         raise ArtifactError(f"policy artifact {path}: {METADATA_FILE} is corrupt ({error})") from None
     if not isinstance(metadata, dict):
         raise ArtifactError(f"policy artifact {path}: {METADATA_FILE} must hold a JSON object")
-    if metadata.get("format_version") != ARTIFACT_FORMAT_VERSION:
-        raise ArtifactError(
-            f"policy artifact {path} has format version {metadata.get('format_version')!r}, this dus_env reads "
-            f"version {ARTIFACT_FORMAT_VERSION}"
-        )
+    version = metadata.get("format_version")
+    if version != ARTIFACT_FORMAT_VERSION:
+        raise ArtifactError(_version_message(path, version, metadata.get("source")))
     missing = [k for k in ("observation_layout", "action_mapping", "env_config") if k not in metadata]
     if missing:
         raise ArtifactError(f"policy artifact {path}: {METADATA_FILE} lacks {missing}")
@@ -362,3 +435,17 @@ def read_metadata(path: Path) -> dict[str, Any]:
     if isinstance(n_modalities, bool) or not isinstance(n_modalities, int) or n_modalities < 1:
         raise ArtifactError(f"policy artifact {path}: {METADATA_FILE} has an invalid observation_layout.n_modalities ({n_modalities!r})")
     return metadata
+
+
+def _version_message(path: Path, version: Any, source: Any) -> str:
+    """Why an artifact of another format version is refused and how to get a current one."""
+    held = FORMAT_VERSIONS.get(version, "unknown") if isinstance(version, int) and not isinstance(version, bool) else "unknown"
+    message = (
+        f"policy artifact {path} has format version {version!r} ({held}); this dus_env reads version "
+        f"{ARTIFACT_FORMAT_VERSION} ({FORMAT_VERSIONS[ARTIFACT_FORMAT_VERSION]})"
+    )
+    if isinstance(version, int) and not isinstance(version, bool) and version > ARTIFACT_FORMAT_VERSION:
+        return f"{message}: it was written by a newer dus_env; upgrade dus_env to load it"
+    run_dir = source.get("run_dir") if isinstance(source, dict) else None
+    where = f" (this artifact names its run: {run_dir})" if isinstance(run_dir, str) else ""
+    return f"{message}: export it again from its training run with `{REEXPORT_COMMAND}`{where}"

@@ -7,6 +7,7 @@ a cheap variant beside it. ``tiny`` is a deliberately small config for tests and
 from __future__ import annotations
 
 from itertools import combinations
+from typing import Any
 
 from .config import EnvConfig
 from .learners import LearnerConfig
@@ -78,6 +79,7 @@ PRESETS: dict[str, EnvConfig] = {
     "Features": EnvConfig(task=FeaturesTaskConfig()),
 }
 
+
 def preset(name: str) -> EnvConfig:
     """The base config of a registered id, e.g. ``preset("MFeat")``."""
     if name not in PRESETS:
@@ -93,7 +95,7 @@ def preset_for_id(env_id: str) -> EnvConfig:
     return preset(name.removesuffix("-v0"))
 
 
-TINY_OVERRIDES: dict[str, object] = {
+TINY_OVERRIDES: dict[str, Any] = {  # Any: gymnasium.make keyword arguments of several types
     "base_batch_size": 8,
     "min_quantity": 2,
     "max_quantity": 14,

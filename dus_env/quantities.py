@@ -17,9 +17,8 @@ An all-zero action gives ``n_j = B`` for every modality in both modes (uniform s
 
 from __future__ import annotations
 
-import numbers
-
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -125,7 +124,7 @@ class QuantityMapping:
 
     def _round_to_total(self, quantities: list[float]) -> list[int]:
         """Floors, then the spare samples to the largest remainders (never above ``n_max``)."""
-        floors = [int(math.floor(q + 1e-9)) for q in quantities]
+        floors = [math.floor(q + 1e-9) for q in quantities]
         spare = self.total - sum(floors)
         by_remainder = sorted(range(len(floors)), key=lambda j: floors[j] - quantities[j])
         for j in by_remainder:

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,9 +55,7 @@ class MissingValidationError(RuntimeError):
 # -- participation masks ---------------------------------------------------------------------------
 
 
-def participation_masks(
-    quantities: Sequence[int] | np.ndarray | torch.Tensor, generator: torch.Generator | None = None
-) -> torch.Tensor:
+def participation_masks(quantities: Sequence[int] | np.ndarray | torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Which rows of one paired batch each modality takes part in, as the env's ``joint`` learner draws them.
 
     A step with quantities ``n_j`` draws one paired batch of ``b = max_j n_j`` rows (row ``i`` is
@@ -114,17 +113,18 @@ _K_MEANING = "K, training iterations between two decisions"
 _T_MEANING = "T, decisions over the whole run"
 
 
-def _check_run_length(
-    iterations_per_decision: Any, total_decisions: Any, trained_with: tuple[int, int] | None = None
-) -> tuple[int, int]:
+def _check_run_length(iterations_per_decision: Any, total_decisions: Any, trained_with: tuple[int, int] | None = None) -> tuple[int, int]:
     """``(K, T)``, or a ValueError that explains both and, for a trained policy, what it was trained with.
 
     Why no default: the policy's ``progress`` slot is ``decisions / T``, and ``K`` sets how much
     training lies between decisions. The training env's values describe *its* run, not yours; a
     silent default would show the policy a progress (and a pace) that is not your run's.
     """
-    missing = [name for name, value in (("iterations_per_decision", iterations_per_decision),
-                                        ("total_decisions", total_decisions)) if value is None]
+    missing = [
+        name
+        for name, value in (("iterations_per_decision", iterations_per_decision), ("total_decisions", total_decisions))
+        if value is None
+    ]
     if missing:
         hint = ""
         if trained_with is not None:
@@ -135,15 +135,15 @@ def _check_run_length(
             f"iterations between two decisions, total_decisions (T) the number of decisions over your whole run, "
             f"so the run has K*T iterations (e.g. iterations_per_decision=10, total_decisions=n_iterations // 10).{hint}"
         )
-    return (_check_positive_int("iterations_per_decision", iterations_per_decision, _K_MEANING),
-            _check_positive_int("total_decisions", total_decisions, _T_MEANING))
+    return (
+        _check_positive_int("iterations_per_decision", iterations_per_decision, _K_MEANING),
+        _check_positive_int("total_decisions", total_decisions, _T_MEANING),
+    )
 
 
 def _check_missing_validation(value: Any) -> str:
     if not isinstance(value, str) or value not in MISSING_VALIDATION_MODES:
-        raise ValueError(
-            f"missing_validation={value!r} is invalid: expected one of {', '.join(map(repr, MISSING_VALIDATION_MODES))}"
-        )
+        raise ValueError(f"missing_validation={value!r} is invalid: expected one of {', '.join(map(repr, MISSING_VALIDATION_MODES))}")
     return value
 
 
@@ -156,8 +156,14 @@ def _check_n_classes(n_classes: Any) -> int:
 # -- quantity ranges -------------------------------------------------------------------------------
 
 
-def _scaled_mapping(reference: QuantityMapping, n_modalities: int, base_batch_size: int, min_quantity: int | None = None,
-                    max_quantity: int | None = None, budget: str | None = None) -> QuantityMapping:
+def _scaled_mapping(
+    reference: QuantityMapping,
+    n_modalities: int,
+    base_batch_size: int,
+    min_quantity: int | None = None,
+    max_quantity: int | None = None,
+    budget: str | None = None,
+) -> QuantityMapping:
     """``reference``'s quantity range at another batch size ``B'``, unless given explicitly.
 
     The distances of ``min`` and ``max`` from ``B`` are scaled by ``B' / B`` and rounded, so a range
@@ -175,15 +181,29 @@ def _scaled_mapping(reference: QuantityMapping, n_modalities: int, base_batch_si
 
 def _env_default_mapping(n_modalities: int) -> QuantityMapping:
     """The quantity range of a default :class:`~dus_env.config.EnvConfig` (B=32, 8..56, fixed budget)."""
-    return QuantityMapping(n_modalities, EnvConfig.base_batch_size, EnvConfig.min_quantity, EnvConfig.max_quantity,
-                           EnvConfig.budget)
+    return QuantityMapping(n_modalities, EnvConfig.base_batch_size, EnvConfig.min_quantity, EnvConfig.max_quantity, EnvConfig.budget)
 
 
-def _heuristic_mapping(mapping: QuantityMapping | None, n_modalities: int | None, base_batch_size: int | None,
-                       min_quantity: int | None, max_quantity: int | None, budget: str | None) -> QuantityMapping:
+def _heuristic_mapping(
+    mapping: QuantityMapping | None,
+    n_modalities: int | None,
+    base_batch_size: int | None,
+    min_quantity: int | None,
+    max_quantity: int | None,
+    budget: str | None,
+) -> QuantityMapping:
     """The mapping given, or one built from ``n_modalities`` and ``base_batch_size`` (exactly one way)."""
-    given = {name: value for name, value in (("n_modalities", n_modalities), ("base_batch_size", base_batch_size),
-             ("min_quantity", min_quantity), ("max_quantity", max_quantity), ("budget", budget)) if value is not None}
+    given = {
+        name: value
+        for name, value in (
+            ("n_modalities", n_modalities),
+            ("base_batch_size", base_batch_size),
+            ("min_quantity", min_quantity),
+            ("max_quantity", max_quantity),
+            ("budget", budget),
+        )
+        if value is not None
+    }
     if mapping is not None:
         if given:
             raise ValueError(f"give either mapping= or n_modalities= and base_batch_size=, not both: got mapping and {sorted(given)}")
@@ -255,7 +275,7 @@ class DUSSampler:
         backend: str = "onnx",
         base_batch_size: int | None = None,
         missing_validation: str = "error",
-    ) -> "DUSSampler":
+    ) -> DUSSampler:
         """A sampler running the policy shipped with the package (:mod:`dus_env.policies`).
 
         The same arguments as :meth:`from_artifact`, without the path: trained on
@@ -265,8 +285,12 @@ class DUSSampler:
         from .policies import pretrained_path
 
         return cls.from_artifact(
-            pretrained_path(), n_classes, iterations_per_decision=iterations_per_decision,
-            total_decisions=total_decisions, backend=backend, base_batch_size=base_batch_size,
+            pretrained_path(),
+            n_classes,
+            iterations_per_decision=iterations_per_decision,
+            total_decisions=total_decisions,
+            backend=backend,
+            base_batch_size=base_batch_size,
             missing_validation=missing_validation,
         )
 
@@ -281,14 +305,14 @@ class DUSSampler:
         backend: str = "onnx",
         base_batch_size: int | None = None,
         missing_validation: str = "error",
-    ) -> "DUSSampler":
+    ) -> DUSSampler:
         """A sampler running an exported policy (see :mod:`dus_env.policy_artifact`).
 
         :param iterations_per_decision: ``K`` of *your* run (required).
         :param total_decisions: ``T`` of *your* run (required). Neither defaults to the training
             env's values: a policy reads its progress from ``T``; the error message says what it
             was trained with.
-        :param backend: ``"onnx"`` or ``"torchscript"``.
+        :param backend: ``"onnx"`` (onnxruntime, the default) or ``"torch"`` (``torch.export``, torch alone).
         :param base_batch_size: your ``B``; rescales the trained quantity range by the same ratios.
         :param missing_validation: ``"error"`` or ``"stale"`` (see :class:`DUSSampler`). An exported
             policy reads the validation slots, hence the default ``"error"``.
@@ -320,7 +344,7 @@ class DUSSampler:
         total_decisions: int | None = None,
         temperature: float = DEFAULT_TEMPERATURE,
         missing_validation: str = "stale",
-    ) -> "DUSSampler":
+    ) -> DUSSampler:
         """A sampler running DUS-H (:mod:`dus_env.heuristic`), no artifact needed.
 
         Give either ``n_modalities`` and ``base_batch_size`` (``min_quantity``, ``max_quantity``
@@ -384,7 +408,9 @@ class DUSSampler:
         m = self.mapping.n_modalities
         if values.shape != (m,):
             raise ValueError(f"modality_accuracies has {values.size} values (shape {values.shape}), expected {m}: one per modality")
-        if isinstance(fused_accuracy, (bool, np.bool_)) or (isinstance(modality_accuracies, np.ndarray) and modality_accuracies.dtype == np.bool_):
+        if isinstance(fused_accuracy, (bool, np.bool_)) or (
+            isinstance(modality_accuracies, np.ndarray) and modality_accuracies.dtype == np.bool_
+        ):
             raise ValueError("validation accuracies must be numbers in [0, 1], not booleans")
         try:
             fused = float(fused_accuracy)
@@ -436,7 +462,9 @@ class DUSSampler:
         """Arg-max classes ``[n]`` (CPU) of one validation logit tensor, after checking it."""
         if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (n, self.n_classes):
             shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-            raise ValueError(f"{name} of shape {shape} is invalid: expected [{n}, {self.n_classes}] (one row per label, one column per class)")
+            raise ValueError(
+                f"{name} of shape {shape} is invalid: expected [{n}, {self.n_classes}] (one row per label, one column per class)"
+            )
         if not logits.is_floating_point():
             raise ValueError(f"{name} has dtype {logits.dtype}: expected floating-point logits")
         if not bool(torch.isfinite(logits).all()):
@@ -474,25 +502,41 @@ class DUSSampler:
         """
         if isinstance(logits, torch.Tensor) or len(logits) != self.mapping.n_modalities:
             given = "one tensor" if isinstance(logits, torch.Tensor) else f"{len(logits)} tensors"
-            raise ValueError(f"logits: {given} given, expected a list of {self.mapping.n_modalities} tensors [n_j, n_classes], one per modality")
+            raise ValueError(
+                f"logits: {given} given, expected a list of {self.mapping.n_modalities} tensors [n_j, n_classes], one per modality"
+            )
         if isinstance(labels, torch.Tensor) and labels.ndim != 1:
-            raise ValueError(f"labels of shape {tuple(labels.shape)} are invalid: expected class ids [n] (not one-hot), "
-                             "or a list of one such tensor per modality")
+            raise ValueError(
+                f"labels of shape {tuple(labels.shape)} are invalid: expected class ids [n] (not one-hot), "
+                "or a list of one such tensor per modality"
+            )
         per_modality = [labels] * len(logits) if isinstance(labels, torch.Tensor) else list(labels)
         if len(per_modality) != len(logits):
-            raise ValueError(f"labels: {len(per_modality)} tensors given, expected one tensor of class ids for all "
-                             f"modalities or a list of {len(logits)}, one per modality")
+            raise ValueError(
+                f"labels: {len(per_modality)} tensors given, expected one tensor of class ids for all "
+                f"modalities or a list of {len(logits)}, one per modality"
+            )
         scores = torch.empty(len(logits))
         for j, (modality_logits, modality_labels) in enumerate(zip(logits, per_modality)):
             if not isinstance(modality_logits, torch.Tensor) or not modality_logits.is_floating_point():
-                raise ValueError(f"logits[{j}] must be a float torch.Tensor [n_{j}, n_classes], got {type(modality_logits).__name__}"
-                                 + (f" of dtype {modality_logits.dtype}" if isinstance(modality_logits, torch.Tensor) else ""))
-            if (not isinstance(modality_labels, torch.Tensor) or modality_labels.ndim != 1
-                    or modality_labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8)):
-                kind = (f"a tensor of shape {tuple(modality_labels.shape)} and dtype {modality_labels.dtype}"
-                        if isinstance(modality_labels, torch.Tensor) else f"a {type(modality_labels).__name__}")
-                raise ValueError(f"labels for modality {j} must be an integer torch.Tensor of class ids [n_{j}] "
-                                 f"(torch.as_tensor(y, dtype=torch.long) converts numpy arrays and lists), got {kind}")
+                raise ValueError(
+                    f"logits[{j}] must be a float torch.Tensor [n_{j}, n_classes], got {type(modality_logits).__name__}"
+                    + (f" of dtype {modality_logits.dtype}" if isinstance(modality_logits, torch.Tensor) else "")
+                )
+            if (
+                not isinstance(modality_labels, torch.Tensor)
+                or modality_labels.ndim != 1
+                or modality_labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8)
+            ):
+                kind = (
+                    f"a tensor of shape {tuple(modality_labels.shape)} and dtype {modality_labels.dtype}"
+                    if isinstance(modality_labels, torch.Tensor)
+                    else f"a {type(modality_labels).__name__}"
+                )
+                raise ValueError(
+                    f"labels for modality {j} must be an integer torch.Tensor of class ids [n_{j}] "
+                    f"(torch.as_tensor(y, dtype=torch.long) converts numpy arrays and lists), got {kind}"
+                )
             if modality_logits.ndim != 2 or modality_logits.shape[0] != modality_labels.shape[0]:
                 raise ValueError(
                     f"modality {j}: logits of shape {tuple(modality_logits.shape)} do not match "

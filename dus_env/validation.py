@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -90,16 +91,24 @@ def check_split_fractions(owner: str, val_fraction: Any, test_fraction: Any) -> 
     check_float(owner, "val_fraction", val_fraction, 0.0, 0.5, low_open=True)
     check_float(owner, "test_fraction", test_fraction, 0.0, 0.5, low_open=True)
     if val_fraction + test_fraction >= 0.9:
-        fail(owner, "test_fraction", test_fraction,
-             f"val_fraction + test_fraction must stay below 0.9 to leave training data (val_fraction={val_fraction})")
+        fail(
+            owner,
+            "test_fraction",
+            test_fraction,
+            f"val_fraction + test_fraction must stay below 0.9 to leave training data (val_fraction={val_fraction})",
+        )
 
 
 def check_one_width(widths: tuple[int, ...], advice: str) -> None:
     """``EnvConfig.shuffle_modalities`` needs modalities of one feature width: one rule for the config's
     early check (mfeat views, known when the config is made) and the core's (any task, at reset)."""
     if len(set(widths)) > 1:
-        fail("EnvConfig", "shuffle_modalities", True,
-             f"the modalities have different feature widths {tuple(widths)}, and a shuffled order needs one width: {advice}")
+        fail(
+            "EnvConfig",
+            "shuffle_modalities",
+            True,
+            f"the modalities have different feature widths {tuple(widths)}, and a shuffled order needs one width: {advice}",
+        )
 
 
 def check_device(owner: str, field: str, value: Any) -> None:

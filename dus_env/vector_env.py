@@ -24,14 +24,25 @@ from .quantities import as_action_array
 
 #: Per-env ``info`` entries of every step (and reset), with their row in a :class:`StepOutcome`.
 STEP_INFO_KEYS = (
-    "step", "quantities", "val_fused_accuracy", "val_modality_accuracies", "cumulative_scores", "train_loss",
-    "reward_accuracy_gain", "reward_gap_penalty", "diverged",
+    "step",
+    "quantities",
+    "val_fused_accuracy",
+    "val_modality_accuracies",
+    "cumulative_scores",
+    "train_loss",
+    "reward_accuracy_gain",
+    "reward_gap_penalty",
+    "diverged",
 )
 #: Entries that describe the state after the step (a reset overwrites them for the envs it resets).
 STATE_INFO_KEYS = ("step", "quantities", "val_fused_accuracy", "val_modality_accuracies", "cumulative_scores", "train_loss")
 FINAL_INFO_KEYS = (
-    "test_fused_accuracy", "test_fused_balanced_accuracy", "test_modality_accuracies", "test_modality_gap",
-    "quantity_totals", "quantity_history",
+    "test_fused_accuracy",
+    "test_fused_balanced_accuracy",
+    "test_modality_accuracies",
+    "test_modality_gap",
+    "quantity_totals",
+    "quantity_history",
 )
 AUTORESET_MODES = (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP)
 #: Infos that are not per-env step entries (same-step autoreset's copies of the ended envs' last step).
@@ -160,7 +171,9 @@ class DUSVectorEnv(VectorEnv):
                 after = self.core.reset(envs, self._draw_seeds(envs))
                 observations[envs] = after.observations[envs]
                 self._overwrite_with_reset(infos, after, terminated)
-                infos.update(final_obs=final_observations, _final_obs=terminated.copy(), final_info=final_infos, _final_info=terminated.copy())
+                infos.update(
+                    final_obs=final_observations, _final_obs=terminated.copy(), final_info=final_infos, _final_info=terminated.copy()
+                )
         return observations, rewards, terminated, np.zeros(self.num_envs, dtype=bool), infos
 
     def render(self) -> tuple[str, ...] | None:

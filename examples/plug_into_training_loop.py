@@ -28,9 +28,9 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dus_env.metrics import balanced_accuracy  # noqa: E402
-from dus_env.sampler import DUSSampler, participation_masks  # noqa: E402
-from dus_env.tasks import MFeatTaskConfig, Split, SyntheticTaskConfig, Task, build_task  # noqa: E402
+from dus_env.metrics import balanced_accuracy
+from dus_env.sampler import DUSSampler, participation_masks
+from dus_env.tasks import MFeatTaskConfig, Split, SyntheticTaskConfig, Task, build_task
 
 BATCH = 32
 VALIDATE_EVERY = 10  # K: training iterations between two sampling decisions
@@ -100,10 +100,18 @@ def train(task: Task, sampler: DUSSampler | None, seed: int, iterations: int) ->
 
 def make_sampler(policy: str | None, task: Task, iterations: int) -> DUSSampler:
     """The run length is explicit: K = VALIDATE_EVERY iterations per decision, T decisions in the run."""
-    run = dict(iterations_per_decision=VALIDATE_EVERY, total_decisions=math.ceil(iterations / VALIDATE_EVERY))
+    decisions = math.ceil(iterations / VALIDATE_EVERY)
     if policy:
-        return DUSSampler.from_artifact(policy, n_classes=task.n_classes, base_batch_size=BATCH, **run)
-    return DUSSampler.heuristic(task.n_classes, n_modalities=task.n_modalities, base_batch_size=BATCH, **run)
+        return DUSSampler.from_artifact(
+            policy, n_classes=task.n_classes, base_batch_size=BATCH, iterations_per_decision=VALIDATE_EVERY, total_decisions=decisions
+        )
+    return DUSSampler.heuristic(
+        task.n_classes,
+        n_modalities=task.n_modalities,
+        base_batch_size=BATCH,
+        iterations_per_decision=VALIDATE_EVERY,
+        total_decisions=decisions,
+    )
 
 
 def parse_run_options(parser: argparse.ArgumentParser, seeds_help: str) -> argparse.Namespace:
@@ -132,8 +140,9 @@ def main() -> None:
         results["uniform"].append(train(task, None, seed, args.iterations))
     for name, values in results.items():
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
-        print(f"{name:<11} fused test balanced accuracy {100 * statistics.mean(values):6.2f} ± {100 * spread:.2f} % "
-              f"over {len(values)} seeds")
+        print(
+            f"{name:<11} fused test balanced accuracy {100 * statistics.mean(values):6.2f} ± {100 * spread:.2f} % over {len(values)} seeds"
+        )
 
 
 if __name__ == "__main__":

@@ -20,25 +20,30 @@ come next (the order of the training rows). So the three compose in one loop:
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dus_env.methods import adaptive_weights, balance_measures, curriculum_fraction, curriculum_scores, modulate_encoders  # noqa: E402
-from dus_env.metrics import balanced_accuracy  # noqa: E402
-from dus_env.monitor import modality_score  # noqa: E402
-from dus_env.sampler import DUSSampler, participation_masks  # noqa: E402
-from dus_env.tasks import SyntheticTaskConfig, Task, build_task  # noqa: E402
-from plug_into_training_loop import (  # noqa: E402
-    VALIDATE_EVERY, LateFusionNet, forward_batch, make_sampler, parse_run_options, split_logits,
+from dus_env.methods import adaptive_weights, balance_measures, curriculum_fraction, curriculum_scores, modulate_encoders
+from dus_env.metrics import balanced_accuracy
+from dus_env.monitor import modality_score
+from dus_env.sampler import DUSSampler, participation_masks
+from dus_env.tasks import SyntheticTaskConfig, Task, build_task
+from plug_into_training_loop import (
+    VALIDATE_EVERY,
+    LateFusionNet,
+    forward_batch,
+    make_sampler,
+    parse_run_options,
+    split_logits,
 )
 
 OGM_ALPHA = 0.8
@@ -70,7 +75,7 @@ def train(task: Task, sampler: DUSSampler, seed: int, iterations: int, order: st
     torch.manual_seed(seed)  # the example's own model init; the library itself never seeds globally
     generator = torch.Generator().manual_seed(seed)
     model = LateFusionNet(task.feature_dims, task.n_classes)
-    encoders = [branch[:-1] for branch in model.branches]  # everything but each modality's head
+    encoders = [nn.Sequential(*list(branch.children())[:-1]) for branch in model.branches]  # everything but each modality's head
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     y = task.train.labels
     rows_iter = row_order(model, task, order, generator, min_rows=sampler.mapping.max_quantity)
@@ -104,8 +109,10 @@ def main() -> None:
         results.append(train(task, sampler, seed, args.iterations, args.order, args.ogm_ge))
     spread = statistics.stdev(results) if len(results) > 1 else 0.0
     method = " + ".join(["DUS-H"] + (["OGM-GE"] if args.ogm_ge else []) + ([args.order] if args.order != "random" else []))
-    print(f"{method}: fused test balanced accuracy {100 * statistics.mean(results):6.2f} ± {100 * spread:.2f} % "
-          f"over {len(results)} seeds ({args.iterations} iterations, a decision every {VALIDATE_EVERY})")
+    print(
+        f"{method}: fused test balanced accuracy {100 * statistics.mean(results):6.2f} ± {100 * spread:.2f} % "
+        f"over {len(results)} seeds ({args.iterations} iterations, a decision every {VALIDATE_EVERY})"
+    )
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -12,7 +13,9 @@ import pytest
 from dus_env import TINY_OVERRIDES
 
 
-def write_features_file(path: Path, n_samples: int = 120, n_classes: int = 3, dims: tuple[int, ...] = (5, 4), seed: int = 0, **extra: Any) -> Path:
+def write_features_file(
+    path: Path, n_samples: int = 120, n_classes: int = 3, dims: tuple[int, ...] = (5, 4), seed: int = 0, **extra: Any
+) -> Path:
     """A small valid features file: class-dependent means so that something can be learned."""
     rng = np.random.default_rng(seed)
     labels = np.arange(n_samples) % n_classes
@@ -44,4 +47,3 @@ def make_tiny_env(features_file: Path) -> Callable[..., gym.Env]:
         return gym.make(env_id, **kwargs)
 
     return make
-

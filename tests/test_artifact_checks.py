@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import json
 import shutil
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+import numpy as np
 import pytest
 
 from dus_env import ObservationLayout
 from dus_env.policies import pretrained_path
-from dus_env.policy_artifact import ArtifactError, PolicyArtifact
+from dus_env.policy_artifact import ARTIFACT_FORMAT_VERSION, ArtifactError, PolicyArtifact
 
 
 @pytest.fixture
@@ -39,27 +42,48 @@ def set_path(metadata: dict[str, Any], keys: tuple[str, ...], value: Any) -> Non
     metadata[keys[-1]] = value
 
 
-@pytest.mark.parametrize("backend", ["onnx", "torchscript"])
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
 def test_the_shipped_artifact_loads_and_acts(artifact: Path, backend: str) -> None:
     policy = PolicyArtifact(artifact, backend=backend)
     assert policy.act([0.0] * policy.layout.size).shape == (2,)
 
 
+def test_the_shipped_networks_agree_on_random_observations(artifact: Path) -> None:
+    observations = np.random.default_rng(0).normal(0, 2, size=(256, 15)).astype(np.float32)
+    onnx, torch_backend = PolicyArtifact(artifact, "onnx"), PolicyArtifact(artifact, "torch")
+    np.testing.assert_allclose(torch_backend.act(observations), onnx.act(observations), atol=1e-6)
+
+
+BACKEND_FILES = [("onnx", "policy.onnx"), ("torch", "policy.pt2")]
+
+
+@pytest.mark.parametrize(("backend", "file"), BACKEND_FILES)
 @pytest.mark.parametrize("remove", ["the sha256 key", "one file's checksum"])
-def test_a_missing_checksum_is_an_error_not_a_skipped_check(artifact: Path, remove: str) -> None:
-    edit_metadata(artifact, (lambda m: m.pop("sha256")) if remove == "the sha256 key" else (lambda m: m["sha256"].pop("policy.onnx")))
-    with pytest.raises(ArtifactError, match="lists no sha256 for policy.onnx"):
-        PolicyArtifact(artifact)
+def test_a_missing_checksum_is_an_error_not_a_skipped_check(artifact: Path, remove: str, backend: str, file: str) -> None:
+    edit_metadata(artifact, (lambda m: m.pop("sha256")) if remove == "the sha256 key" else (lambda m: m["sha256"].pop(file)))
+    with pytest.raises(ArtifactError, match=f"lists no sha256 for {file}"):
+        PolicyArtifact(artifact, backend)
 
 
+@pytest.mark.parametrize(("backend", "file"), BACKEND_FILES)
 @pytest.mark.parametrize("offset", [100, 1000, -50])
-def test_a_flipped_byte_in_the_network_is_caught(artifact: Path, offset: int) -> None:
-    network = artifact / "policy.onnx"
+def test_a_flipped_byte_in_the_network_is_caught(artifact: Path, offset: int, backend: str, file: str) -> None:
+    network = artifact / file
     data = bytearray(network.read_bytes())
     data[offset] ^= 0xFF
     network.write_bytes(bytes(data))
-    with pytest.raises(ArtifactError, match="policy.onnx is corrupt"):
-        PolicyArtifact(artifact)
+    with pytest.raises(ArtifactError, match=f"{file} is corrupt"):
+        PolicyArtifact(artifact, backend)
+
+
+def test_the_shipped_artifact_is_the_current_format_and_loads_without_pickle(artifact: Path) -> None:
+    metadata = json.loads((artifact / "metadata.json").read_text())
+    assert metadata["format_version"] == ARTIFACT_FORMAT_VERSION
+    assert sorted(metadata["sha256"]) == ["policy.onnx", "policy.pt2"]
+    assert not (artifact / "policy.pt").exists()
+    with zipfile.ZipFile(artifact / "policy.pt2") as archive:
+        sample_inputs = [info for info in archive.infolist() if "sample_inputs" in info.filename]
+    assert sample_inputs and all(info.file_size == 0 for info in sample_inputs)  # nothing pickled in
 
 
 @pytest.mark.parametrize(
@@ -94,5 +118,6 @@ def test_a_policy_for_another_modality_count_fails_at_load(artifact: Path) -> No
         metadata["observation_normalization"] = None
 
     edit_metadata(artifact, three_modalities)
-    with pytest.raises(ArtifactError, match="does not take the layout's 21-value observations \\(3 modalities\\)"):
-        PolicyArtifact(artifact)
+    for backend in ("onnx", "torch"):
+        with pytest.raises(ArtifactError, match="does not take the layout's 21-value observations \\(3 modalities\\)"):
+            PolicyArtifact(artifact, backend)

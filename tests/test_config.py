@@ -50,7 +50,7 @@ def test_numpy_integers_are_accepted_and_split_fractions_checked_together() -> N
     import numpy as np
 
     assert gym.make("dus_env/Synthetic-v0", data_seed=np.int64(3)).unwrapped.config.task.data_seed == 3
-    with pytest.raises(ConfigError, match="val_fraction \+ test_fraction must stay below 0.9"):
+    with pytest.raises(ConfigError, match=r"val_fraction \+ test_fraction must stay below 0.9"):
         gym.make("dus_env/MFeat-v0", val_fraction=0.5, test_fraction=0.5)
 
 
@@ -70,7 +70,9 @@ def test_learner_config_accepts_int_hidden_size() -> None:
 
 
 def test_env_accepts_a_full_config_object() -> None:
-    env = dus_env.DUSEnv(EnvConfig(task=MFeatTaskConfig(views=("kar",)), **{k: v for k, v in dus_env.TINY_OVERRIDES.items() if k != "learner"}))
+    env = dus_env.DUSEnv(
+        EnvConfig(task=MFeatTaskConfig(views=("kar",)), **{k: v for k, v in dus_env.TINY_OVERRIDES.items() if k != "learner"})
+    )
     observation, _ = env.reset(seed=0)
     assert env.n_modalities == 1 and observation.shape == (env.layout.size,)
 

@@ -28,9 +28,10 @@ from agents.constants import (
     shares_of,
     tune_best_constant,
 )
+from agents.errors import UsageError
 from agents.rollout import run_episode
-from agents.specs import AgentSpecError, make_agent, parse_spec
-from dus_env import PRESETS, TINY_OVERRIDES, ConfigError, EnvConfig, QuantityMapping, resolve_config
+from agents.specs import make_agent, parse_spec
+from dus_env import PRESETS, TINY_OVERRIDES, EnvConfig, QuantityMapping, resolve_config
 from dus_env.presets import SYNTHETIC_MIX
 
 #: Tiny settings that still learn something in 8 iterations (so accuracies differ between constants).
@@ -204,13 +205,13 @@ def test_parse_best_constant_specs() -> None:
 
 @pytest.mark.parametrize("text", ["best-constant:Nope-v0", "best-constant:", "best-constant:dus_env/Nope-v0"])
 def test_best_constant_refuses_unknown_envs(text: str) -> None:
-    with pytest.raises(AgentSpecError, match="unknown env"):
+    with pytest.raises(UsageError, match="unknown env"):
         parse_spec(text)
 
 
 def test_best_constant_refuses_an_env_with_another_number_of_modalities() -> None:
     env = tiny_env()
-    with pytest.raises(AgentSpecError, match=r"best-constant:dus_env/Synthetic3-v0.*3 modalities.*2"):
+    with pytest.raises(UsageError, match=r"best-constant:dus_env/Synthetic3-v0.*3 modalities.*2"):
         make_agent("best-constant:Synthetic3-v0", env)
 
 
@@ -284,7 +285,7 @@ def test_headroom_main_on_tiny_settings(tmp_path: Path, monkeypatch: pytest.Monk
     ids=["features-needs-a-path", "max-quantity-above-env-n-train"],
 )
 def test_best_constant_on_an_env_it_cannot_be_tuned_on_is_a_spec_error(spec: str, overrides: dict[str, Any]) -> None:
-    """``make_agent`` promises an :class:`AgentSpecError` naming the spec for a spec that does not fit the env."""
+    """``make_agent`` promises an :class:`UsageError` naming the spec for a spec that does not fit the env."""
     env = gym.make("dus_env/Synthetic-v0", **{**TINY_OVERRIDES, "base_batch_size": 32, "min_quantity": 8, "max_quantity": 56, **overrides})
-    with pytest.raises(AgentSpecError, match=r"best-constant:dus_env/"):
+    with pytest.raises(UsageError, match=r"best-constant:dus_env/"):
         make_agent(spec, env)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pickle
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -89,7 +90,7 @@ def test_episode_length_termination_and_return_telescopes(make_tiny_env: MakeEnv
 
 def test_gap_penalty_is_reported_and_summed(make_tiny_env: MakeEnv) -> None:
     env = make_tiny_env(gap_penalty=0.5)
-    observation, info = env.reset(seed=0)
+    _, info = env.reset(seed=0)
     gap = lambda i: max(i["val_modality_accuracies"]) - min(i["val_modality_accuracies"])  # noqa: E731
     previous = info
     for _ in range(3):
@@ -108,7 +109,10 @@ def test_final_info_reports_test_accuracy_and_quantities(make_tiny_env: MakeEnv)
     assert 0.0 <= info["test_fused_accuracy"] <= 1.0
     assert len(info["test_modality_accuracies"]) == 2
     assert info["quantity_history"] == [[config.max_quantity, config.min_quantity]] * 4
-    assert info["quantity_totals"] == [4 * config.iterations_per_step * config.max_quantity, 4 * config.iterations_per_step * config.min_quantity]
+    assert info["quantity_totals"] == [
+        4 * config.iterations_per_step * config.max_quantity,
+        4 * config.iterations_per_step * config.min_quantity,
+    ]
     assert info["diverged"] is False
 
 
@@ -191,7 +195,7 @@ def test_sync_vector_env_runs_all_envs(make_tiny_env: MakeEnv) -> None:
     envs = gym.vector.SyncVectorEnv([lambda: make_tiny_env() for _ in range(2)])
     observations, _ = envs.reset(seed=[0, 1])
     assert observations.shape == (2, 15) and not np.array_equal(observations[0], observations[1])
-    observations, rewards, terminated, truncated, infos = envs.step(np.zeros((2, 2), dtype=np.float32))
+    observations, rewards, _, _, _ = envs.step(np.zeros((2, 2), dtype=np.float32))
     assert observations.shape == (2, 15) and rewards.shape == (2,)
 
 
@@ -201,14 +205,20 @@ def test_sb3_subproc_vec_env_with_forkserver() -> None:
     from stable_baselines3.common.vec_env import SubprocVecEnv
 
     # "dus_env:" makes gymnasium import the package inside each fresh worker process first.
-    vec = make_vec_env("dus_env:dus_env/Synthetic-v0", n_envs=2, seed=0, env_kwargs=dict(dus_env.TINY_OVERRIDES),
-                       vec_env_cls=SubprocVecEnv, vec_env_kwargs={"start_method": "forkserver"})
+    vec = make_vec_env(
+        "dus_env:dus_env/Synthetic-v0",
+        n_envs=2,
+        seed=0,
+        env_kwargs=dict(dus_env.TINY_OVERRIDES),
+        vec_env_cls=SubprocVecEnv,
+        vec_env_kwargs={"start_method": "forkserver"},
+    )
     try:
         observations = vec.reset()
         assert observations.shape == (2, 15)
         episode_ends = 0
         for _ in range(6):  # crosses an episode boundary (4 steps): auto-reset works across processes
-            observations, rewards, dones, infos = vec.step(np.zeros((2, 2), dtype=np.float32))
+            observations, _, dones, infos = vec.step(np.zeros((2, 2), dtype=np.float32))
             episode_ends += int(dones.sum())
             assert all(("test_fused_accuracy" in info) == done for info, done in zip(infos, dones))
         assert episode_ends == 2 and np.all(np.isfinite(observations))

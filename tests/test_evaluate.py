@@ -18,24 +18,25 @@ import numpy as np
 import pytest
 
 from agents.benchmark import (
-    BenchmarkInputError,
     Table,
     batches,
     check_plan,
-    run_batch,
     format_pvalue,
     make_plan,
     parse_env_kwargs,
     plain_table,
     print_tables,
+    run_batch,
     summarize_env,
     summary_row,
 )
+from agents.errors import UsageError
 from agents.plots import plot_final_accuracy, plot_trajectories
 from agents.results import atomic_output, episode_row, write_csv, write_json, write_text
 from agents.rollout import EpisodeResult
 from agents.stats import MIN_WILCOXON_PAIRS, paired_comparison, summarize
 from dus_env import TINY_OVERRIDES
+from dus_env.validation import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -98,11 +99,13 @@ def test_wilcoxon_exact_p_for_six_positive_differences() -> None:
     assert result.wilcoxon_pvalue == pytest.approx(2 / 2**6)
 
 
-def test_identical_results_have_p_one() -> None:
-    values = [0.5, 0.6, 0.7, 0.8, 0.9, 0.55]
+@pytest.mark.parametrize("n", [2, 3, 6])
+def test_identical_results_get_no_test(n: int) -> None:
+    """No difference on any seed is zero variance: neither test is defined, so "n/a" and no star, whatever n."""
+    values = [0.5, 0.6, 0.7, 0.8, 0.9, 0.55][:n]
     result = paired_comparison(values, values)
-    assert result.mean_diff == 0.0 and result.t_pvalue == 1.0 and result.wilcoxon_pvalue == 1.0
-    assert not result.significant()
+    assert result.mean_diff == 0.0 and math.isnan(result.t_pvalue) and result.wilcoxon_pvalue is None
+    assert not result.significant() and format_pvalue(result.t_pvalue) == "—"
 
 
 def test_statistics_reject_bad_input() -> None:
@@ -129,10 +132,9 @@ def test_atomic_write_replaces_the_whole_file(tmp_path: Path) -> None:
 def test_interrupted_write_keeps_the_old_file_and_no_temporary(tmp_path: Path) -> None:
     target = tmp_path / "episodes.csv"
     write_text(target, "old complete content\n")
-    with pytest.raises(KeyboardInterrupt):
-        with atomic_output(target) as handle:
-            handle.write("half of the new")
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), atomic_output(target) as handle:
+        handle.write("half of the new")
+        raise KeyboardInterrupt
     assert target.read_text() == "old complete content\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["episodes.csv"]
 
@@ -150,14 +152,28 @@ def test_csv_has_the_union_of_columns(tmp_path: Path) -> None:
 def fake_result(agent: str, seed: int, accuracy: float, env_id: str = "dus_env/Synthetic-v0", steps: int = 3) -> EpisodeResult:
     """An episode result shaped like the env's, with chosen final accuracy (fraction)."""
     final = {
-        "step": steps, "reward_accuracy_gain": 0.0, "reward_gap_penalty": 0.0, "diverged": False,
-        "test_fused_accuracy": accuracy, "test_fused_balanced_accuracy": accuracy,
-        "test_modality_accuracies": [accuracy - 0.1, accuracy - 0.3], "test_modality_gap": 0.2,
-        "quantity_totals": [30, 50], "quantity_history": [[3, 5]] * steps,
+        "step": steps,
+        "reward_accuracy_gain": 0.0,
+        "reward_gap_penalty": 0.0,
+        "diverged": False,
+        "test_fused_accuracy": accuracy,
+        "test_fused_balanced_accuracy": accuracy,
+        "test_modality_accuracies": [accuracy - 0.1, accuracy - 0.3],
+        "test_modality_gap": 0.2,
+        "quantity_totals": [30, 50],
+        "quantity_history": [[3, 5]] * steps,
     }
-    trace = [{"quantities": [4, 4] if t == 0 else [3, 5], "cumulative_scores": [0.1 * t, 0.05 * t],
-              "val_fused_accuracy": 0.5, "val_modality_accuracies": [0.4, 0.3], "train_loss": 1.0, "reward": 0.01}
-             for t in range(steps + 1)]
+    trace = [
+        {
+            "quantities": [4, 4] if t == 0 else [3, 5],
+            "cumulative_scores": [0.1 * t, 0.05 * t],
+            "val_fused_accuracy": 0.5,
+            "val_modality_accuracies": [0.4, 0.3],
+            "train_loss": 1.0,
+            "reward": 0.01,
+        }
+        for t in range(steps + 1)
+    ]
     return EpisodeResult(agent, env_id, seed, 0.1 * accuracy, final, trace, 0.5)
 
 
@@ -175,12 +191,17 @@ def test_episode_row_flattens_every_final_metric() -> None:
 
 def test_parse_env_kwargs_forms() -> None:
     assert parse_env_kwargs(['{"decision_steps": 4, "learner": {"hidden_sizes": [16]}}']) == {
-        "decision_steps": 4, "learner": {"hidden_sizes": [16]}}
+        "decision_steps": 4,
+        "learner": {"hidden_sizes": [16]},
+    }
     assert parse_env_kwargs(["decision_steps=4", "path=my file.npz", "learner.hidden_sizes=[16]", "learner.lr=0.01"]) == {
-        "decision_steps": 4, "path": "my file.npz", "learner": {"hidden_sizes": [16], "lr": 0.01}}
+        "decision_steps": 4,
+        "path": "my file.npz",
+        "learner": {"hidden_sizes": [16], "lr": 0.01},
+    }
     assert parse_env_kwargs([]) == {}
     for bad in (["decision_steps"], ["{not json"], ["[1, 2]"], ["a=1", "a.b=2"]):
-        with pytest.raises(BenchmarkInputError):
+        with pytest.raises(UsageError):
             parse_env_kwargs(bad)
 
 
@@ -192,8 +213,10 @@ def test_plan_is_paired_and_uses_disjoint_seeds() -> None:
     jobs = plan.jobs()
     assert len(jobs) == 3 * 2 * 3
     for env_id in plan.env_ids:
-        seeds_by_agent = {label: sorted(j.seed for j in jobs if j.env_id == env_id and j.label == label)
-                          for label in ("uniform", "heuristic", "fixed:1,3")}
+        seeds_by_agent = {
+            label: sorted(j.seed for j in jobs if j.env_id == env_id and j.label == label)
+            for label in ("uniform", "heuristic", "fixed:1,3")
+        }
         assert all(seeds == list(plan.seeds) for seeds in seeds_by_agent.values())
     assert make_plan(["uniform"], ["Synthetic-v0"], {}, n_seeds=2, seed_offset=5).seeds == (5, 6)
 
@@ -202,12 +225,18 @@ def test_batches_are_one_agent_on_one_env_chunk_major() -> None:
     plan = make_plan(["uniform", "heuristic"], ["Synthetic-v0", "dus_env/MFeat-v0"], {}, n_seeds=5)
     work = batches(plan.jobs(), size=2)
     assert [(b[0].env_id.split("/")[1], b[0].label, [job.seed for job in b]) for b in work] == [
-        ("Synthetic-v0", "uniform", [10_000, 10_001]), ("Synthetic-v0", "heuristic", [10_000, 10_001]),
-        ("Synthetic-v0", "uniform", [10_002, 10_003]), ("Synthetic-v0", "heuristic", [10_002, 10_003]),
-        ("Synthetic-v0", "uniform", [10_004]), ("Synthetic-v0", "heuristic", [10_004]),
-        ("MFeat-v0", "uniform", [10_000, 10_001]), ("MFeat-v0", "heuristic", [10_000, 10_001]),
-        ("MFeat-v0", "uniform", [10_002, 10_003]), ("MFeat-v0", "heuristic", [10_002, 10_003]),
-        ("MFeat-v0", "uniform", [10_004]), ("MFeat-v0", "heuristic", [10_004]),
+        ("Synthetic-v0", "uniform", [10_000, 10_001]),
+        ("Synthetic-v0", "heuristic", [10_000, 10_001]),
+        ("Synthetic-v0", "uniform", [10_002, 10_003]),
+        ("Synthetic-v0", "heuristic", [10_002, 10_003]),
+        ("Synthetic-v0", "uniform", [10_004]),
+        ("Synthetic-v0", "heuristic", [10_004]),
+        ("MFeat-v0", "uniform", [10_000, 10_001]),
+        ("MFeat-v0", "heuristic", [10_000, 10_001]),
+        ("MFeat-v0", "uniform", [10_002, 10_003]),
+        ("MFeat-v0", "heuristic", [10_002, 10_003]),
+        ("MFeat-v0", "uniform", [10_004]),
+        ("MFeat-v0", "heuristic", [10_004]),
     ]
     assert [len(b) for b in batches(plan.jobs())] == [5, 5, 5, 5]
     with pytest.raises(ValueError, match="batch size 0 is invalid"):
@@ -217,8 +246,11 @@ def test_batches_are_one_agent_on_one_env_chunk_major() -> None:
 def test_bss_agents_run_in_the_env_with_their_row_order() -> None:
     plan = make_plan(["uniform", "bss", "heuristic+bss:adaptive"], ["Synthetic-v0"], {"decision_steps": 2}, n_seeds=1)
     kwargs = {job.label: job.env_kwargs for job in plan.jobs()}
-    assert kwargs == {"uniform": {"decision_steps": 2}, "bss": {"decision_steps": 2, "row_order": "bss_curriculum"},
-                      "heuristic+bss:adaptive": {"decision_steps": 2, "row_order": "bss_adaptive"}}
+    assert kwargs == {
+        "uniform": {"decision_steps": 2},
+        "bss": {"decision_steps": 2, "row_order": "bss_curriculum"},
+        "heuristic+bss:adaptive": {"decision_steps": 2, "row_order": "bss_adaptive"},
+    }
     assert plan.baseline == "uniform"  # "bss" is uniform quantities, but not the plain baseline
     assert make_plan(["bss", "uniform"], ["Synthetic-v0"], {}, 1).baseline == "uniform"
     configs = check_plan(plan)  # every agent is built for the env it runs in
@@ -229,7 +261,7 @@ def test_bss_agents_run_in_the_env_with_their_row_order() -> None:
 
 
 def test_row_order_given_twice_is_refused() -> None:
-    with pytest.raises(BenchmarkInputError, match="give the row order one way"):
+    with pytest.raises(UsageError, match="give the row order one way"):
         make_plan(["uniform", "bss"], ["Synthetic-v0"], {"learner": {"row_order": "bss_adaptive"}}, 1)
 
 
@@ -237,7 +269,7 @@ def test_plan_baseline_choice() -> None:
     assert make_plan(["heuristic", "random"], ["Synthetic-v0"], {}, 2).baseline == "heuristic"
     assert make_plan(["uniform", "heuristic:0.5"], ["Synthetic-v0"], {}, 2, baseline="heuristic:0.5").baseline == "heuristic:0.5"
     assert make_plan(["uniform", "h=heuristic"], ["Synthetic-v0"], {}, 2, baseline="h").baseline == "h"
-    with pytest.raises(BenchmarkInputError, match="--baseline 'random' is not one of the agents"):
+    with pytest.raises(UsageError, match="--baseline 'random' is not one of the agents"):
         make_plan(["uniform", "heuristic"], ["Synthetic-v0"], {}, 2, baseline="random")
 
 
@@ -245,7 +277,7 @@ def test_plan_baseline_choice() -> None:
     ("kwargs", "message"),
     [
         ({"agents": ["uniform", "nope"]}, "unknown agent spec 'nope'"),
-        ({"envs": ["dus_env/Nope-v0"]}, "unknown env 'dus_env/Nope-v0'"),
+        ({"envs": ["dus_env/Nope-v0"]}, "unknown env id 'dus_env/Nope-v0'"),
         ({"n_seeds": 0}, "--seeds 0 is invalid"),
         ({"seed_offset": -1}, "--seed-offset -1 is invalid"),
         ({"agents": []}, "no agents given"),
@@ -254,7 +286,7 @@ def test_plan_baseline_choice() -> None:
 def test_plan_errors(kwargs: dict[str, Any], message: str) -> None:
     arguments: dict[str, Any] = {"agents": ["uniform"], "envs": ["Synthetic-v0"], "env_kwargs": {}, "n_seeds": 2}
     arguments.update(kwargs)
-    with pytest.raises(BenchmarkInputError, match=message):
+    with pytest.raises((UsageError, ConfigError), match=message):  # ConfigError: an unknown env id (dus_env's own error)
         make_plan(**arguments)
 
 
@@ -276,8 +308,12 @@ def test_summaries_and_paired_differences() -> None:
 
 def test_summaries_refuse_unpaired_seeds() -> None:
     plan = make_plan(["uniform", "heuristic"], ["Synthetic-v0"], {}, n_seeds=2)
-    results = [fake_result("uniform", 10_000, 0.5), fake_result("uniform", 10_001, 0.5),
-               fake_result("heuristic", 10_000, 0.5), fake_result("heuristic", 10_005, 0.5)]
+    results = [
+        fake_result("uniform", 10_000, 0.5),
+        fake_result("uniform", 10_001, 0.5),
+        fake_result("heuristic", 10_000, 0.5),
+        fake_result("heuristic", 10_005, 0.5),
+    ]
     with pytest.raises(ValueError, match="ran different seeds"):
         summarize_env(results, plan, "dus_env/Synthetic-v0")
 
@@ -344,9 +380,12 @@ def test_bad_suites(tmp_path: Path) -> None:
     evaluate = load_evaluate()
     suites = tmp_path / "suites.yml"
     suites.write_text("typo:\n  agent: [uniform]\nwrong_type:\n  seeds: ten\n")
-    for name, message in (("typo", "unknown keys \\['agent'\\]"), ("wrong_type", "seeds='ten' is invalid"),
-                          ("absent", "unknown suite 'absent'")):
-        with pytest.raises(BenchmarkInputError, match=message):
+    for name, message in (
+        ("typo", "unknown keys \\['agent'\\]"),
+        ("wrong_type", "seeds='ten' is invalid"),
+        ("absent", "unknown suite 'absent'"),
+    ):
+        with pytest.raises(UsageError, match=message):
             evaluate.parse_args(["--suite", name, "--suites-file", str(suites)])
 
 
@@ -368,8 +407,7 @@ def test_command_line_env_kwargs_merge_into_the_suites_nested_fields() -> None:
         ("smoke:\n  env_kwargs:\n", "option env_kwargs=None is invalid: expected a mapping"),
     ],
 )
-def test_malformed_suites_file_is_a_one_line_error(content: str, message: str, tmp_path: Path,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_malformed_suites_file_is_a_one_line_error(content: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     suites = tmp_path / "suites.yml"
     suites.write_text(content)
     code = load_evaluate().main(["--suite", "smoke", "--suites-file", str(suites), "--out", str(tmp_path / "out")])
@@ -385,7 +423,7 @@ def test_malformed_suites_file_is_a_one_line_error(content: str, message: str, t
         (["--agents", "uniform", "fixed:1,2,3"], "'fixed:1,2,3' gives 3 shares but the env has 2 modalities"),
         (["--agents", "uniform", "ppo:no/such/run"], "model path 'no/such/run' does not exist"),
         (["--seeds", "0"], "--seeds 0 is invalid"),
-        (["--envs", "Nope-v0"], "unknown env 'Nope-v0'"),
+        (["--envs", "Nope-v0"], "unknown env id 'Nope-v0'"),
         (["--env-kwargs", "decision_steps=0"], "decision_steps=0 is invalid"),
         (["--workers", "0"], "--workers 0 is invalid"),
         (["--batch-size", "0"], "--batch-size 0 is invalid"),
@@ -418,8 +456,17 @@ def test_unknown_agent_spec_exits_non_zero_naming_it(tmp_path: Path) -> None:
 def test_cli_smoke_writes_every_output(tmp_path: Path) -> None:
     out = tmp_path / "results"
     completed = run_cli(
-        "--agents", "uniform", "heuristic", "--seeds", "2", "--workers", "2",
-        "--env-kwargs", json.dumps(TINY_OVERRIDES), "--out", str(out),
+        "--agents",
+        "uniform",
+        "heuristic",
+        "--seeds",
+        "2",
+        "--workers",
+        "2",
+        "--env-kwargs",
+        json.dumps(TINY_OVERRIDES),
+        "--out",
+        str(out),
     )
     assert completed.returncode == 0, completed.stderr
     assert "dus_env/Synthetic-v0: final test metrics over 2 seeds" in completed.stdout
@@ -428,11 +475,21 @@ def test_cli_smoke_writes_every_output(tmp_path: Path) -> None:
     with (out / "episodes.csv").open(newline="") as handle:
         episodes = list(csv.DictReader(handle))
     assert [(r["agent"], int(r["seed"])) for r in episodes] == [
-        ("uniform", 10_000), ("uniform", 10_001), ("heuristic", 10_000), ("heuristic", 10_001)]
+        ("uniform", 10_000),
+        ("uniform", 10_001),
+        ("heuristic", 10_000),
+        ("heuristic", 10_001),
+    ]
     for row in episodes:
         assert 0.0 <= float(row["test_fused_accuracy"]) <= 1.0
-        assert {"test_modality_accuracies_0", "test_modality_accuracies_1", "test_modality_gap", "episode_return",
-                "quantity_totals_0", "wall_time_s"} <= set(row)
+        assert {
+            "test_modality_accuracies_0",
+            "test_modality_accuracies_1",
+            "test_modality_gap",
+            "episode_return",
+            "quantity_totals_0",
+            "wall_time_s",
+        } <= set(row)
         assert len(json.loads(row["quantity_history"])) == TINY_OVERRIDES["decision_steps"]
 
     with (out / "summary.csv").open(newline="") as handle:
@@ -461,8 +518,17 @@ def test_cli_smoke_writes_every_output(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_results_do_not_depend_on_worker_count(tmp_path: Path) -> None:
     """Same seeds, same numbers: in-process and in two worker processes (wall time aside)."""
-    common = ["--agents", "uniform", "random", "heuristic:0.02", "--seeds", "2", "--no-plots",
-              "--env-kwargs", json.dumps({**TINY_OVERRIDES, "decision_steps": 3})]
+    common = [
+        "--agents",
+        "uniform",
+        "random",
+        "heuristic:0.02",
+        "--seeds",
+        "2",
+        "--no-plots",
+        "--env-kwargs",
+        json.dumps({**TINY_OVERRIDES, "decision_steps": 3}),
+    ]
     assert load_evaluate().main([*common, "--out", str(tmp_path / "one")]) == 0
     completed = run_cli(*common, "--workers", "2", "--out", str(tmp_path / "two"))
     assert completed.returncode == 0, completed.stderr

@@ -21,7 +21,7 @@ from agents.export import export_sb3_policy
 from agents.exported import ExportedPolicyAgent
 from agents.heuristic import HeuristicAgent
 from agents.rollout import run_episode
-from dus_env import LayoutVersionError, QuantityMapping
+from dus_env import LayoutVersionError, QuantityMapping, policy_artifact
 from dus_env.policy_artifact import ArtifactError, PolicyArtifact
 from dus_env.sampler import DUSSampler
 
@@ -54,7 +54,7 @@ def ppo_artifact(tmp_path_factory: pytest.TempPathFactory) -> tuple[PPO, VecNorm
     return model, vec, path
 
 
-@pytest.mark.parametrize("backend", ["onnx", "torchscript"])
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
 def test_exported_actions_equal_sb3_predict(ppo_artifact, backend: str) -> None:
     model, vec, path = ppo_artifact
     observations = recorded_observations()
@@ -85,7 +85,7 @@ def test_export_replaces_atomically(ppo_artifact, tmp_path: Path) -> None:
     export_sb3_policy(model, vec, vec.get_attr("config")[0], target)
     export_sb3_policy(model, vec, vec.get_attr("config")[0], target)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["policy"]  # no staging or retired folders left
-    assert sorted(p.name for p in target.iterdir()) == ["metadata.json", "policy.onnx", "policy.pt"]
+    assert sorted(p.name for p in target.iterdir()) == ["metadata.json", "policy.onnx", "policy.pt2"]
 
 
 def copy_artifact(source: Path, target: Path) -> Path:
@@ -93,6 +93,87 @@ def copy_artifact(source: Path, target: Path) -> Path:
     for file in source.iterdir():
         (target / file.name).write_bytes(file.read_bytes())
     return target
+
+
+def test_both_networks_take_any_batch_size_and_agree(ppo_artifact) -> None:
+    """The batch dimension is dynamic in both files (torch.export.Dim), as the sampler runs one row
+    and evaluation many."""
+    observations = recorded_observations(2)
+    onnx, torch_backend = PolicyArtifact(ppo_artifact[2], "onnx"), PolicyArtifact(ppo_artifact[2], "torch")
+    for size in (1, 2, 3, len(observations)):
+        np.testing.assert_allclose(torch_backend.act(observations[:size]), onnx.act(observations[:size]), atol=1e-6)
+
+
+def test_the_torch_backend_loads_without_unpickling(ppo_artifact, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pickle
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the artifact was unpickled")
+
+    for module, name in ((torch, "load"), (pickle, "load"), (pickle, "loads"), (torch._C, "_pickle_load_obj")):
+        monkeypatch.setattr(module, name, refuse)
+    assert PolicyArtifact(ppo_artifact[2], "torch").act(recorded_observations(1)).shape[1] == 2
+
+
+def pt2_with_entry(source: Path, target: Path, edit) -> Path:
+    """A copy of the artifact whose policy.pt2 archive is rewritten by ``edit(name, data) -> data``."""
+    import zipfile
+
+    path = copy_artifact(source, target)
+    archive = path / "policy.pt2"
+    with zipfile.ZipFile(archive) as original:
+        entries = [(info.filename, original.read(info.filename)) for info in original.infolist()]
+    with zipfile.ZipFile(archive, "w") as rewritten:
+        for name, data in entries:
+            rewritten.writestr(name, edit(name, data))
+    metadata = json.loads((path / "metadata.json").read_text())
+    metadata["sha256"]["policy.pt2"] = policy_artifact.sha256_file(archive)  # as a forger would
+    (path / "metadata.json").write_text(json.dumps(metadata))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("edit", "entry"),
+    [
+        (lambda name, data: b"pickled inputs" if "sample_inputs" in name else data, "data/sample_inputs/model.pt"),
+        (
+            lambda name, data: (
+                data.replace(b'"use_pickle": false', b'"use_pickle": true', 1) if name.endswith("weights_config.json") else data
+            ),
+            "model_weights_config.json:actor",
+        ),
+    ],
+)
+def test_a_pt2_archive_that_would_unpickle_is_refused_unread(ppo_artifact, tmp_path: Path, edit, entry: str) -> None:
+    path = pt2_with_entry(ppo_artifact[2], tmp_path / "forged", edit)
+    with pytest.raises(ArtifactError, match=f"policy.pt2 holds entries that torch.export.load would unpickle \\(.*{entry}"):
+        PolicyArtifact(path, "torch")
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [
+        (
+            1,
+            r"format version 1 \(policy.onnx \+ policy.pt \(TorchScript\)\); this dus_env reads version 2 \(policy.onnx \+ policy.pt2 "
+            r"\(torch.export\)\): export it again from its training run with `python train_agent.py --export-only --run-dir RUN`",
+        ),
+        (3, "format version 3 \\(unknown\\).*written by a newer dus_env; upgrade dus_env"),
+        (None, "format version None \\(unknown\\).*--export-only --run-dir RUN"),
+    ],
+)
+def test_another_artifact_format_version_names_both_and_the_fix(ppo_artifact, tmp_path: Path, version, expected: str) -> None:
+    path = copy_artifact(ppo_artifact[2], tmp_path / "old")
+    metadata = json.loads((path / "metadata.json").read_text())
+    metadata["format_version"] = version
+    metadata["source"]["run_dir"] = "runs/ppo_Synthetic-v0_0"
+    (path / "metadata.json").write_text(json.dumps(metadata))
+    for backend in ("onnx", "torch"):
+        with pytest.raises(ArtifactError, match=expected):
+            PolicyArtifact(path, backend)
+    if version == 1:
+        with pytest.raises(ArtifactError, match="names its run: runs/ppo_Synthetic-v0_0"):
+            DUSSampler.from_artifact(path, n_classes=10, iterations_per_decision=2, total_decisions=4)
 
 
 def test_wrong_layout_version_is_refused(ppo_artifact, tmp_path: Path) -> None:
@@ -113,14 +194,16 @@ def test_corrupt_or_missing_artifact_files_are_named(ppo_artifact, tmp_path: Pat
     (path / "policy.onnx").write_bytes(bytes(data))
     with pytest.raises(ArtifactError, match="policy.onnx is corrupt"):
         PolicyArtifact(path, "onnx")
-    PolicyArtifact(path, "torchscript")  # the other backend's file is intact
+    PolicyArtifact(path, "torch")  # the other backend's file is intact
     (path / "metadata.json").write_text("{not json")
     with pytest.raises(ArtifactError, match="metadata.json is corrupt"):
         PolicyArtifact(path)
     with pytest.raises(ArtifactError, match="does not exist"):
         PolicyArtifact(tmp_path / "nothing")
-    with pytest.raises(ArtifactError, match="backend='tflite'"):
+    with pytest.raises(ArtifactError, match=r"backend='tflite' is invalid: expected one of \('onnx', 'torch'\)"):
         PolicyArtifact(ppo_artifact[2], "tflite")
+    with pytest.raises(ArtifactError, match="TorchScript was replaced by torch.export.*use 'torch'"):
+        PolicyArtifact(ppo_artifact[2], "torchscript")
 
 
 @pytest.mark.parametrize(
@@ -131,7 +214,10 @@ def test_corrupt_or_missing_artifact_files_are_named(ppo_artifact, tmp_path: Pat
         (lambda m: m["observation_layout"].pop("n_modalities"), "observation_layout.n_modalities"),
         (lambda m: m["env_config"].pop("iterations_per_step"), "invalid env_config"),
         (lambda m: m["observation_normalization"].update(var=[1.0, 2.0]), "invalid observation_normalization.*two vectors of one length"),
-        (lambda m: m["observation_normalization"].update(var=[1.0, 2.0], mean=[0.0, 0.0]), "invalid observation_normalization.*one per observation slot"),
+        (
+            lambda m: m["observation_normalization"].update(var=[1.0, 2.0], mean=[0.0, 0.0]),
+            "invalid observation_normalization.*one per observation slot",
+        ),
         (lambda m: m["observation_normalization"].pop("mean"), "invalid observation_normalization"),
     ],
 )
@@ -158,10 +244,14 @@ def test_sampler_reproduces_env_observations_for_the_same_history() -> None:
     core = env.unwrapped
     agent = HeuristicAgent(core.layout, core.mapping, temperature=0.05)
     config = core.config
-    sampler = DUSSampler.heuristic(config.task.n_classes, mapping=core.mapping,
-                                   iterations_per_decision=config.iterations_per_step,
-                                   total_decisions=config.decision_steps, temperature=0.05,
-                                   missing_validation="error")
+    sampler = DUSSampler.heuristic(
+        config.task.n_classes,
+        mapping=core.mapping,
+        iterations_per_decision=config.iterations_per_step,
+        total_decisions=config.decision_steps,
+        temperature=0.05,
+        missing_validation="error",
+    )
     observation, info = env.reset(seed=11)
     records = []
     original = core.core.learner.run
@@ -212,7 +302,12 @@ def test_sampler_observe_scores_logits_like_the_learner() -> None:
         (lambda s: s.observe([torch.zeros(4, 3), torch.zeros(4, 7)], torch.zeros(4, dtype=torch.long)), "7 classes, expected 3"),
         (lambda s: s.observe([torch.zeros(4, 3)] * 2, torch.zeros(4, dtype=torch.long), loss=float("nan")), "diverged"),
         (lambda s: s.set_validation([0.5], 0.5), "modality_accuracies has 1 values .* expected 2"),
-        (lambda s: s.observe([torch.zeros(0, 3), torch.zeros(4, 3)], [torch.zeros(0, dtype=torch.long), torch.zeros(4, dtype=torch.long)]), "modality 0: no samples"),
+        (
+            lambda s: s.observe(
+                [torch.zeros(0, 3), torch.zeros(4, 3)], [torch.zeros(0, dtype=torch.long), torch.zeros(4, dtype=torch.long)]
+            ),
+            "modality 0: no samples",
+        ),
         (lambda s: s.observe([torch.zeros(4, 3)] * 2, torch.tensor([0, 1, 2, 3])), r"labels out of range \[0, 3\]"),
         (lambda s: s.observe([torch.full((4, 3), float("nan"))] * 2, torch.zeros(4, dtype=torch.long)), "NaN or inf"),
     ],
@@ -223,7 +318,7 @@ def test_sampler_input_errors_name_the_problem(call, message: str) -> None:
         call(sampler)
 
 
-@pytest.mark.parametrize("backend", ["onnx", "torchscript"])
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
 def test_sampler_runs_without_gymnasium_or_sb3(ppo_artifact, backend: str) -> None:
     script = textwrap.dedent(
         f"""
@@ -239,7 +334,8 @@ def test_sampler_runs_without_gymnasium_or_sb3(ppo_artifact, backend: str) -> No
             if sampler.decision_pending:
                 sampler.set_validation([0.1, 0.1], 0.1)
             q = sampler.quantities()
-            sampler.observe([torch.randn(int(q[0]), 10), torch.randn(int(q[1]), 10)], [labels[: q[0]] if q[0] <= 8 else torch.arange(int(q[0])) % 10, torch.arange(int(q[1])) % 10])
+            first = labels[: q[0]] if q[0] <= 8 else torch.arange(int(q[0])) % 10
+            sampler.observe([torch.randn(int(q[0]), 10), torch.randn(int(q[1]), 10)], [first, torch.arange(int(q[1])) % 10])
         print(sampler.quantities().sum())
         """
     )

@@ -20,9 +20,8 @@ import numpy as np
 import pytest
 import yaml
 
-from agents.manifest import MANIFEST_FILE, RunManifest, damage, load_manifest, save_manifest, sha256_file
-
 import dus_env
+from agents.manifest import MANIFEST_FILE, RunManifest, damage, load_manifest, save_manifest, sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_JSON = json.dumps(dus_env.TINY_OVERRIDES)
@@ -33,8 +32,14 @@ COMMON = ["--env-kwargs", TINY_JSON, "--checkpoint-freq", "128", "--eval-freq", 
 
 def train(run_dir: Path, *args: str, fault: str | None = None, timeout: int = 240) -> subprocess.CompletedProcess:
     environment = {**os.environ, "DUS_ENV_FAULT": fault or ""}
-    return subprocess.run([sys.executable, str(ROOT / "train_agent.py"), "--run-dir", str(run_dir), *args],
-                          cwd=run_dir.parent, env=environment, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train_agent.py"), "--run-dir", str(run_dir), *args],
+        cwd=run_dir.parent,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def resume(run_dir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -61,12 +66,12 @@ def assert_complete(run_dir: Path, steps: int) -> None:
 @pytest.mark.parametrize(
     ("algo", "point"),
     [
-        ("ppo", "before_checkpoint"),       # training has run, no checkpoint yet
-        ("ppo", "mid_checkpoint@2"),        # the second checkpoint half-written
-        ("ppo", "after_eval@2"),            # an evaluation logged, the checkpoint after it not yet written
-        ("ppo", "mid_final"),               # the final model half-written
-        ("ppo", "after_final"),             # final model written, no export
-        ("ppo", "mid_export"),              # the export's staging folder written, not in place
+        ("ppo", "before_checkpoint"),  # training has run, no checkpoint yet
+        ("ppo", "mid_checkpoint@2"),  # the second checkpoint half-written
+        ("ppo", "after_eval@2"),  # an evaluation logged, the checkpoint after it not yet written
+        ("ppo", "mid_final"),  # the final model half-written
+        ("ppo", "after_final"),  # final model written, no export
+        ("ppo", "mid_export"),  # the export's staging folder written, not in place
         ("reinforce", "before_checkpoint"),
         ("reinforce", "mid_checkpoint"),
         ("reinforce", "mid_final"),
@@ -157,7 +162,7 @@ def test_an_edited_config_is_refused_and_left_as_it_was(complete_run: Path, tmp_
 def test_config_is_rewritten_only_after_a_checkpoint_loads(complete_run: Path, tmp_path: Path) -> None:
     run_dir = copy_run(complete_run, tmp_path)
     manifest = load_manifest(run_dir)
-    for steps, files in manifest.checkpoints.items():  # damaged in a way the checksums cannot see
+    for files in manifest.checkpoints.values():  # damaged in a way the checksums cannot see
         for name in files:
             (run_dir / name).write_bytes(b"not a zip file")
             files[name] = sha256_file(run_dir / name)
@@ -213,8 +218,9 @@ def test_export_only_re_exports_the_final_model_or_a_checkpoint(complete_run: Pa
         (["--checkpoint", "128"], False, "--checkpoint only goes with --export-only"),
     ],
 )
-def test_export_only_refuses_what_it_cannot_trust(complete_run: Path, tmp_path: Path, args: list[str], damage_final: bool,
-                                                  message: str) -> None:
+def test_export_only_refuses_what_it_cannot_trust(
+    complete_run: Path, tmp_path: Path, args: list[str], damage_final: bool, message: str
+) -> None:
     run_dir = copy_run(complete_run, tmp_path)
     if damage_final:
         with (run_dir / "final_model.zip").open("r+b") as handle:
@@ -227,19 +233,33 @@ def test_export_only_refuses_what_it_cannot_trust(complete_run: Path, tmp_path: 
 def test_pickle_loads_are_announced_and_refused_when_asked(complete_run: Path, tmp_path: Path) -> None:
     run_dir = copy_run(complete_run, tmp_path)
     evaluate = [sys.executable, str(ROOT / "evaluate.py"), "--seeds", "2", "--no-plots", "--env-kwargs", TINY_JSON]
-    announced = subprocess.run([*evaluate, "--agents", f"ppo:{run_dir}", "--out", str(tmp_path / "a")],
-                               capture_output=True, text=True, timeout=240)
+    announced = subprocess.run(
+        [*evaluate, "--agents", f"ppo:{run_dir}", "--out", str(tmp_path / "a")], capture_output=True, text=True, timeout=240
+    )
     assert announced.returncode == 0, announced.stderr
     assert f"note: loading SB3 model {run_dir / 'final_model.zip'} with pickle, which runs code from the file" in announced.stderr
-    refused = subprocess.run([*evaluate, "--agents", f"ppo:{run_dir}", "--trusted-only", "--out", str(tmp_path / "b")],
-                             capture_output=True, text=True, timeout=240)
+    refused = subprocess.run(
+        [*evaluate, "--agents", f"ppo:{run_dir}", "--trusted-only", "--out", str(tmp_path / "b")],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert refused.returncode == 2 and "DUS_ENV_TRUSTED_ONLY=1 refuses pickle loads" in refused.stderr
     assert "exported:RUN_DIR/exported" in refused.stderr and "Traceback" not in refused.stderr
-    exported = subprocess.run([*evaluate, "--agents", f"exported:{run_dir / 'exported'}", "--trusted-only", "--out", str(tmp_path / "c")],
-                              capture_output=True, text=True, timeout=240)
+    exported = subprocess.run(
+        [*evaluate, "--agents", f"exported:{run_dir / 'exported'}", "--trusted-only", "--out", str(tmp_path / "c")],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert exported.returncode == 0, exported.stderr
-    resumed = subprocess.run([sys.executable, str(ROOT / "train_agent.py"), "--resume", "--run-dir", str(run_dir), "--timesteps", "512"],
-                             env={**os.environ, "DUS_ENV_TRUSTED_ONLY": "1"}, capture_output=True, text=True, timeout=240)
+    resumed = subprocess.run(
+        [sys.executable, str(ROOT / "train_agent.py"), "--resume", "--run-dir", str(run_dir), "--timesteps", "512"],
+        env={**os.environ, "DUS_ENV_TRUSTED_ONLY": "1"},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert resumed.returncode == 2 and "SB3 checkpoint" in resumed.stderr and "refuses pickle loads" in resumed.stderr
 
 
@@ -265,8 +285,24 @@ def test_cleanup_touches_only_folders_train_agent_made(tmp_path: Path) -> None:
 
 
 def evaluate(out: Path, *args: str, fault: str | None = None) -> subprocess.CompletedProcess:
-    command = [sys.executable, str(ROOT / "evaluate.py"), "--agents", "uniform", "heuristic", "bss", "--seeds", "4",
-               "--batch-size", "2", "--no-plots", "--out", str(out), "--env-kwargs", TINY_JSON, *args]
+    command = [
+        sys.executable,
+        str(ROOT / "evaluate.py"),
+        "--agents",
+        "uniform",
+        "heuristic",
+        "bss",
+        "--seeds",
+        "4",
+        "--batch-size",
+        "2",
+        "--no-plots",
+        "--out",
+        str(out),
+        "--env-kwargs",
+        TINY_JSON,
+        *args,
+    ]
     return subprocess.run(command, env={**os.environ, "DUS_ENV_FAULT": fault or ""}, capture_output=True, text=True, timeout=240)
 
 
@@ -331,10 +367,17 @@ def test_a_second_process_in_the_same_run_folder_is_refused(complete_run: Path, 
     from agents.folder_lock import lock_folder
 
     run_dir = copy_run(complete_run, tmp_path)
-    holder = subprocess.Popen([sys.executable, "-c", f"import sys, time; sys.path.insert(0, {str(ROOT)!r}); "
-                               f"from agents.folder_lock import lock_folder; from pathlib import Path; "
-                               f"lock_folder(Path({str(run_dir)!r}), 'test'); print('held', flush=True); time.sleep(60)"],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import sys, time; sys.path.insert(0, {str(ROOT)!r}); "
+            f"from agents.folder_lock import lock_folder; from pathlib import Path; "
+            f"lock_folder(Path({str(run_dir)!r}), 'test'); print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         result = resume(run_dir)
@@ -351,8 +394,24 @@ def test_resuming_with_other_options_is_refused(tmp_path: Path, change: list[str
     out = tmp_path / "results"
     assert evaluate(out, fault="mid_results@3").returncode == -signal.SIGKILL
     before = (out / "episodes.csv").read_text()
-    command = [sys.executable, str(ROOT / "evaluate.py"), "--agents", "uniform", "heuristic", "bss", "--seeds", "4",
-               "--batch-size", "2", "--no-plots", "--out", str(out), "--env-kwargs", TINY_JSON, "--resume"]
+    command = [
+        sys.executable,
+        str(ROOT / "evaluate.py"),
+        "--agents",
+        "uniform",
+        "heuristic",
+        "bss",
+        "--seeds",
+        "4",
+        "--batch-size",
+        "2",
+        "--no-plots",
+        "--out",
+        str(out),
+        "--env-kwargs",
+        TINY_JSON,
+        "--resume",
+    ]
     index = command.index(change[0])
     command[index + 1 : index + (4 if change[0] == "--agents" else 2)] = change[1:]
     result = subprocess.run(command, capture_output=True, text=True, timeout=240)

@@ -20,8 +20,11 @@ TASK = SyntheticTaskConfig(n_train=200, n_val=50, n_test=50, feature_dim=6, n_cl
 
 def make_core(kind: str, n_envs: int, seeds: list[int] | None = None, optimizer: str = "adam") -> TrainingCore:
     config = EnvConfig(
-        task=TASK, learner=LearnerConfig(kind=kind, hidden_sizes=(8,), embedding_dim=4, optimizer=optimizer),
-        base_batch_size=16, min_quantity=1, max_quantity=31,
+        task=TASK,
+        learner=LearnerConfig(kind=kind, hidden_sizes=(8,), embedding_dim=4, optimizer=optimizer),
+        base_batch_size=16,
+        min_quantity=1,
+        max_quantity=31,
     )
     core = TrainingCore(config, n_envs)
     seeds = seeds if seeds is not None else list(range(n_envs))
@@ -37,7 +40,9 @@ def test_each_modality_trains_on_exactly_its_quantity(kind: str) -> None:
     seen: list[list[int]] = [[], []]
     if kind == "joint":
         rows = learner.streams.take(0, quantities.max(axis=1), 27, 1)
-        batches = learner._modality_batches(quantities, rows, core.train.gather_labels(rows), learner._valid(quantities.max(axis=1), 27), 27, 1)
+        batches = learner._modality_batches(
+            quantities, rows, core.train.gather_labels(rows), learner._valid(quantities.max(axis=1), 27), 27, 1
+        )
         for j, batch in enumerate(batches):
             valid = torch.ones(batch.labels.shape[0], batch.labels.shape[2], dtype=torch.bool) if batch.valid is None else batch.valid
             seen[j] = valid.sum(dim=1).tolist()
@@ -108,8 +113,11 @@ def test_stacked_optimizer_matches_torch_optim() -> None:
         model.reset_env(0, torch.Generator().manual_seed(0))
         module = model.to_module(0)
         stacked = StackedOptimizer(model, kind, 1e-2, 0.9, 1e-3)
-        reference = (torch.optim.Adam(module.parameters(), lr=1e-2, weight_decay=1e-3) if kind == "adam"
-                     else torch.optim.SGD(module.parameters(), lr=1e-2, momentum=0.9, weight_decay=1e-3))
+        reference = (
+            torch.optim.Adam(module.parameters(), lr=1e-2, weight_decay=1e-3)
+            if kind == "adam"
+            else torch.optim.SGD(module.parameters(), lr=1e-2, momentum=0.9, weight_decay=1e-3)
+        )
         generator = torch.Generator().manual_seed(1)
         for _ in range(4):
             x = (torch.randn(1, 7, 3, generator=generator), torch.randn(1, 7, 2, generator=generator))
@@ -141,7 +149,9 @@ def test_row_streams_visit_every_row_once_per_epoch() -> None:
     split.fill(1, task.train)
     streams = RowStreams(split, 1)
     streams.reset_envs(np.array([0, 1]), np.array([seed_key(3), seed_key(4)], dtype=np.uint64))
-    first = streams.take(0, np.array([3, 3]), 3, 3)[0].reshape(-1).tolist() + streams.take(0, np.array([1, 1]), 1, 1)[0].reshape(-1).tolist()
+    first = (
+        streams.take(0, np.array([3, 3]), 3, 3)[0].reshape(-1).tolist() + streams.take(0, np.array([1, 1]), 1, 1)[0].reshape(-1).tolist()
+    )
     assert sorted(first) == list(range(10))  # padding rows 10, 11 are never drawn
     second, crossing = streams.take(0, np.array([8, 8]), 8, 2)[0].tolist()  # the second draw crosses into epoch 3
     assert sorted(second + crossing[:2]) == list(range(10)) and len(set(crossing[2:])) == 6

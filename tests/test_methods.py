@@ -7,6 +7,7 @@ checked in ordinary PyTorch training steps.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -416,7 +417,7 @@ def test_curriculum_fraction_schedule() -> None:
     assert curriculum_fraction(0, 0.1, 40) == pytest.approx(math.sqrt(0.03475))
     assert curriculum_fraction(9, 0.1, 40) == pytest.approx(math.sqrt(0.99 / 4 + 0.01))
     values = [curriculum_fraction(t, 0.1, 40) for t in range(60)]
-    assert all(a < b for a, b in zip(values[:39], values[1:40]))  # strictly growing until whole
+    assert all(a < b for a, b in itertools.pairwise(values[:40]))  # strictly growing until whole
     assert values[38] < 1.0 and values[39] == 1.0  # (t + 1) = T_grow: sqrt(0.99 + 0.01)
     assert all(v == 1.0 for v in values[39:])
     assert curriculum_fraction(0, 1.0, 7) == 1.0  # lambda0 = 1: the whole set from the start
@@ -431,15 +432,19 @@ def test_curriculum_fraction_schedule() -> None:
     [
         (lambda: ogm_ge_coefficients(torch.tensor([0.5]), 0.5), "need a last dimension of at least 2 modalities"),
         (lambda: ogm_ge_coefficients(torch.tensor([0.5, 0.2]), -0.1), "alpha=-0.1 is invalid"),
-        (lambda: modulate_encoders([nn.Linear(2, 2), nn.Linear(2, 2)], torch.tensor([0.5, 0.2, 0.1]), 0.5),
-         "expected one score per encoder (2)"),
+        (
+            lambda: modulate_encoders([nn.Linear(2, 2), nn.Linear(2, 2)], torch.tensor([0.5, 0.2, 0.1]), 0.5),
+            "expected one score per encoder (2)",
+        ),
         (lambda: curriculum_fraction(0, 0.1, 0), "grow=0 is invalid"),
         (lambda: curriculum_fraction(-1, 0.1, 5), "t=-1 is invalid"),
         (lambda: curriculum_fraction(0, 0.0, 5), "lambda0=0.0 is invalid"),
         (lambda: sam_perturbation(torch.ones(1, 3), -0.1), "rho=-0.1 is invalid"),
         (lambda: flat_modification(torch.eye(3), -1.0), "alpha=-1.0 is invalid"),
-        (lambda: balance_measures([torch.zeros(4, 3), torch.zeros(5, 3)], torch.zeros(4, dtype=torch.long)),
-         "modality_logits[1] has shape (5, 3)"),
+        (
+            lambda: balance_measures([torch.zeros(4, 3), torch.zeros(5, 3)], torch.zeros(4, dtype=torch.long)),
+            "modality_logits[1] has shape (5, 3)",
+        ),
     ],
 )
 def test_public_formulas_reject_bad_input_naming_the_argument(call, message: str) -> None:

@@ -16,7 +16,7 @@ from agents.native_vec_env import NativeVecEnv, make_native_vec_env
 from dus_env import TINY_OVERRIDES, DUSEnv, DUSVectorEnv
 
 ENV_ID = "dus_env/Synthetic-v0"
-T = int(TINY_OVERRIDES["decision_steps"])  # type: ignore[call-overload]
+T = int(TINY_OVERRIDES["decision_steps"])
 
 
 def native(num_envs: int = 3) -> NativeVecEnv:
@@ -40,7 +40,7 @@ def test_make_native_vec_env_gives_an_sb3_vec_env() -> None:
 
 def test_env_method_and_set_attr_raise_clear_attribute_errors() -> None:
     venv = native(2)
-    with pytest.raises(AttributeError, match=r"env_method\('reset'\) is not available on a native vector env.*reset_with_seeds"):
+    with pytest.raises(AttributeError, match=r"env_method\('reset'\) is not available on a native vector env.*seed\(\) then reset\(\)"):
         venv.env_method("reset")
     with pytest.raises(AttributeError, match="cannot set 'config'.*native vector env"):
         venv.set_attr("config", None)
@@ -79,11 +79,12 @@ def test_done_infos_hold_the_terminal_step() -> None:
     np.testing.assert_array_equal(observations, reset_observations)
 
 
-def test_seed_then_reset_equals_reset_with_seeds() -> None:
+def test_seed_then_reset_uses_each_envs_seed() -> None:
     venv, other = native(3), native(3)
     venv.seed(11)
     observations = venv.reset()
-    np.testing.assert_array_equal(observations, other.reset_with_seeds([11, 12, 13]))
+    other._seeds = [11, 12, 13]  # per-env seeds, as DUS-R's episode groups set them
+    np.testing.assert_array_equal(observations, other.reset())
     np.testing.assert_array_equal(observations, DUSVectorEnv(3, **TINY_OVERRIDES).reset(seed=11)[0])
     # The seeds are used once: the next reset() continues the generators.
     np.testing.assert_array_equal(venv.reset(), other.reset())

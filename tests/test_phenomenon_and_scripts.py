@@ -43,7 +43,9 @@ def run_script(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_allocation_sweep_prints_a_table() -> None:
     tiny = json.dumps(dus_env.TINY_OVERRIDES)
-    result = run_script("bench/allocation_sweep.py", "--envs", "dus_env/Synthetic-v0", "--seeds", "2", "--workers", "1", "--env-kwargs", tiny)
+    result = run_script(
+        "bench/allocation_sweep.py", "--envs", "dus_env/Synthetic-v0", "--seeds", "2", "--workers", "1", "--env-kwargs", tiny
+    )
     assert result.returncode == 0, result.stderr
     assert "0.5,0.5 (uniform)" in result.stdout and "difference" in result.stdout
 
@@ -73,11 +75,21 @@ def test_plugin_methods_example_trains_with_the_sampler(options: tuple[str, ...]
 
 def test_plugin_table_compares_dus_x_with_x_for_every_method(tmp_path: Path) -> None:
     """``bench/plugin_table.py`` on the tiny overrides: one row per method, DUS/X - X from the per-seed numbers."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    import plugin_table
+    from bench import plugin_table
 
     out = tmp_path / "plugin.json"
-    argv = ["--envs", "Synthetic3-v0", "--seeds", "3", "--seed-offset", "5", "--out", str(out), "--env-kwargs", json.dumps(dus_env.TINY_OVERRIDES)]
+    argv = [
+        "--envs",
+        "Synthetic3-v0",
+        "--seeds",
+        "3",
+        "--seed-offset",
+        "5",
+        "--out",
+        str(out),
+        "--env-kwargs",
+        json.dumps(dus_env.TINY_OVERRIDES),
+    ]
     assert plugin_table.main(argv) == 0
     report = json.loads(out.read_text())
     assert [row["method"] for row in report["rows"]] == list(plugin_table.METHODS)
@@ -90,7 +102,7 @@ def test_plugin_table_compares_dus_x_with_x_for_every_method(tmp_path: Path) -> 
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        (("--envs", "NoSuchEnv-v0"), "unknown env 'NoSuchEnv-v0'"),
+        (("--envs", "NoSuchEnv-v0"), "unknown env id 'NoSuchEnv-v0'"),
         (("--env-kwargs", "kind=mie"), "--env-kwargs sets kind, which each method sets itself"),
         (("--env-kwargs", "learner.row_order=bss_adaptive"), "--env-kwargs sets row_order"),
         (("--env-kwargs", "ogm_alpha=0.5"), "LearnerConfig.ogm_alpha=0.5 is invalid: only kind='ogm_ge' reads it"),
@@ -111,8 +123,7 @@ def test_vector_throughput_bench_prints_the_table() -> None:
 
 def test_mirror_probe_tells_a_state_reading_policy_from_an_index_preference() -> None:
     """DUS-H reads the scores: its shares follow the mirrored modalities fully; a constant does not move."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    from mirror_probe import mirror_probe
+    from bench.mirror_probe import mirror_probe
 
     seeds, short = [3, 4], {"decision_steps": 3, "iterations_per_step": 5}  # the full model: DUS-H is not uniform
     heuristic = mirror_probe("heuristic", "dus_env/SyntheticMix-v0", seeds, short)
@@ -128,8 +139,23 @@ def test_mirror_probe_tells_a_state_reading_policy_from_an_index_preference() ->
 def test_headroom_bench_prints_every_row_and_the_headroom(tmp_path: Path) -> None:
     tiny = json.dumps(dus_env.TINY_OVERRIDES)
     out = tmp_path / "headroom.json"
-    result = run_script("bench/headroom.py", "--envs", "SyntheticMix-v0", "--seeds", "3", "--tuning-seeds", "2",
-                        "--grid-step", "0.25", "--env-kwargs", tiny, "--agents", "fixed:0.5,0.5", "--out", str(out))
+    result = run_script(
+        "bench/headroom.py",
+        "--envs",
+        "SyntheticMix-v0",
+        "--seeds",
+        "3",
+        "--tuning-seeds",
+        "2",
+        "--grid-step",
+        "0.25",
+        "--env-kwargs",
+        tiny,
+        "--agents",
+        "fixed:0.5,0.5",
+        "--out",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr
     for row in ("uniform", "best single constant", "per-instance oracle", "heuristic", "fixed:0.5,0.5", "headroom"):
         assert row in result.stdout

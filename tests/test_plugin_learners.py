@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -26,10 +27,16 @@ from dus_env.methods import flat_modification, ogm_ge_coefficients, projection_a
 
 TASK = SyntheticTaskConfig(n_train=200, n_val=50, n_test=50, feature_dim=6, n_classes=4)
 TASK3 = SyntheticTaskConfig(
-    n_modalities=3, signal_strengths=(1.0, 0.5, 0.3), corruption_rates=(0.3, 0.0, 0.0),
-    n_train=200, n_val=50, n_test=50, feature_dim=6, n_classes=4,
+    n_modalities=3,
+    signal_strengths=(1.0, 0.5, 0.3),
+    corruption_rates=(0.3, 0.0, 0.0),
+    n_train=200,
+    n_val=50,
+    n_test=50,
+    feature_dim=6,
+    n_classes=4,
 )
-T = int(TINY_OVERRIDES["decision_steps"])  # type: ignore[call-overload]
+T = int(TINY_OVERRIDES["decision_steps"])
 ATOL = 1e-5
 
 #: Every new learner kind and row order, and a few combinations of the two.
@@ -49,12 +56,18 @@ LEARNER_IDS = ["-".join(f"{k}={v}" for k, v in learner.items()) for learner in N
 ENV_IDS = ["dus_env/Synthetic-v0", "dus_env/Synthetic3-v0"]
 
 
-def make_core(n_envs: int = 1, seeds: list[int] | None = None, task: SyntheticTaskConfig = TASK, max_quantity: int = 31,
-              **learner: Any) -> TrainingCore:
+def make_core(
+    n_envs: int = 1, seeds: list[int] | None = None, task: SyntheticTaskConfig = TASK, max_quantity: int = 31, **learner: Any
+) -> TrainingCore:
     """A reset core with a tiny model; ``learner`` holds the ``LearnerConfig`` fields to set."""
     config = EnvConfig(
-        task=task, learner=LearnerConfig(**{"hidden_sizes": (8,), "embedding_dim": 4, **learner}),
-        base_batch_size=16, min_quantity=1, max_quantity=max_quantity, iterations_per_step=2, decision_steps=8,
+        task=task,
+        learner=LearnerConfig(**{"hidden_sizes": (8,), "embedding_dim": 4, **learner}),
+        base_batch_size=16,
+        min_quantity=1,
+        max_quantity=max_quantity,
+        iterations_per_step=2,
+        decision_steps=8,
     )
     core = TrainingCore(config, n_envs)
     seeds = seeds if seeds is not None else list(range(n_envs))
@@ -64,7 +77,7 @@ def make_core(n_envs: int = 1, seeds: list[int] | None = None, task: SyntheticTa
 
 def tiny(**learner: Any) -> dict[str, Any]:
     """``gym.make`` keyword arguments: the tiny overrides with learner fields merged in."""
-    return {**TINY_OVERRIDES, "learner": {**TINY_OVERRIDES["learner"], **learner}}  # type: ignore[dict-item]
+    return {**TINY_OVERRIDES, "learner": {**TINY_OVERRIDES["learner"], **learner}}
 
 
 def fixed_actions(num_envs: int, n_modalities: int, step: int) -> np.ndarray:
@@ -171,10 +184,14 @@ def test_learner_overrides_on_any_id_and_merged_into_tiny_overrides() -> None:
 # -- OGM-GE --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("options", [
-    {"ogm_alpha": 0.0, "gaussian_enhancement": False},
-    {"modulation_start": 1000},  # a window after the episode: enhancement on, but never active
-], ids=["alpha0-no-noise", "window-after-episode"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"ogm_alpha": 0.0, "gaussian_enhancement": False},
+        {"modulation_start": 1000},  # a window after the episode: enhancement on, but never active
+    ],
+    ids=["alpha0-no-noise", "window-after-episode"],
+)
 def test_ogm_ge_without_modulation_is_the_joint_learner(options: dict[str, Any]) -> None:
     joint = episode("dus_env/Synthetic-v0", seed=3, **TINY_OVERRIDES)
     assert_same_episode(episode("dus_env/Synthetic-OGMGE-v0", seed=3, **tiny(**options)), joint)
@@ -305,7 +322,7 @@ def test_project_applies_p_to_the_head_gradient_then_absorbs_the_batch_mean() ->
 
 def test_projectors_stay_symmetric_in_zero_one_and_reset_to_identity() -> None:
     core = make_core(2, task=TASK3, kind="mla")
-    for step in range(3):
+    for _ in range(3):
         core.step(np.array([[16, 8, 24], [4, 30, 14]]))
     projectors = core.learner.projectors
     assert not torch.allclose(projectors, torch.eye(4).expand_as(projectors))
@@ -337,7 +354,9 @@ def test_projected_head_update_barely_moves_the_output_on_the_previous_modalitys
         if kind == "mla":
             project = learner._project
 
-            def recording_project(embeddings: torch.Tensor, batch: ModalityBatches, positions: np.ndarray) -> None:
+            def recording_project(
+                embeddings: torch.Tensor, batch: ModalityBatches, positions: np.ndarray, project: Callable = project
+            ) -> None:
                 absorbed.append(masked_mean(embeddings, batch.valid, batch.counts)[0].clone())
                 project(embeddings, batch, positions)
 
@@ -423,7 +442,9 @@ def test_mie_with_no_sam_and_zero_alpha_trains_as_alternating_with_own_heads() -
     mie = make_core(kind="mie", rho=0.0, mie_alpha=0.0, optimizer="sgd", lr=0.05)
     reference = make_core(kind="mie", rho=0.0, mie_alpha=0.0, optimizer="sgd", lr=0.05)
     assert torch.equal(mie.model.flat, reference.model.flat) and len(mie.model.heads) == 2
-    alternating = AlternatingLearner(reference.model, reference.learner.optimizer, reference.train, EpochOrder(reference.train), projection=False)
+    alternating = AlternatingLearner(
+        reference.model, reference.learner.optimizer, reference.train, EpochOrder(reference.train), projection=False
+    )
     alternating.reset_envs(np.array([0]), reference.learner.streams.keys.copy())
     reference.learner = alternating
     initial = mie.model.flat.clone()
@@ -492,10 +513,20 @@ def test_mie_weight_update_is_t_times_the_gradient() -> None:
     modifications = cores[1].learner._modifications()
     steps = []
     for core in cores:
-        before = [[(layer.weight[0].detach().clone(), layer.bias[0].detach().clone()) for layer in core.model.modality_layers(j)] for j in range(2)]
+        before = [
+            [(layer.weight[0].detach().clone(), layer.bias[0].detach().clone()) for layer in core.model.modality_layers(j)]
+            for j in range(2)
+        ]
         core.learner.run(quantities, 1)  # each modality's gradient depends on its own layers only: the same g in both
-        steps.append([[(layer.weight[0].detach() - w, layer.bias[0].detach() - b) for layer, (w, b) in zip(core.model.modality_layers(j), before[j])]
-                      for j in range(2)])
+        steps.append(
+            [
+                [
+                    (layer.weight[0].detach() - w, layer.bias[0].detach() - b)
+                    for layer, (w, b) in zip(core.model.modality_layers(j), before[j])
+                ]
+                for j in range(2)
+            ]
+        )
     for j in range(2):
         for layer_index, t in enumerate(modifications[j]):
             assert t is not None and float((t[0] - torch.eye(t.shape[-1])).abs().max()) > 0.05
@@ -571,12 +602,13 @@ def test_curriculum_pools_through_an_episode_grow_with_the_decision_index() -> N
 def test_curriculum_pools_grow_per_epoch_with_epoch_units() -> None:
     core = make_core(kind="alternating", row_order="bss_curriculum", bss_grow_unit="epochs", bss_grow=3.0)
     streams = core.learner.streams
-    for step in range(6):
+    for _ in range(6):
         core.step(np.array([[31, 7]]))
         for stream in range(2):
             epoch = int(streams.epochs[0, stream])
             assert streams.limits[0, stream].tolist() == [
-                expected_pool(epoch, 200, 0.1, 3.0, 31), expected_pool(epoch + 1, 200, 0.1, 3.0, 31)
+                expected_pool(epoch, 200, 0.1, 3.0, 31),
+                expected_pool(epoch + 1, 200, 0.1, 3.0, 31),
             ]
     assert streams.epochs[0, 0] >= 2 > streams.epochs[0, 1]  # stream 0 went through more epochs
 
@@ -591,7 +623,9 @@ def independent_balance_scores(core: TrainingCore, env: int = 0) -> np.ndarray:
     p = [torch.softmax(z, dim=-1) for z in logits]
     pairs = [(a, b) for i, a in enumerate(p) for b in p[i + 1 :]]
     similarity = torch.stack([(a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)) for a, b in pairs]).mean(0)
-    loss = 0.9 * sum(F.cross_entropy(z, labels, reduction="none") for z in logits) + 0.1 * F.cross_entropy(sum(logits), labels, reduction="none")
+    loss = 0.9 * sum(F.cross_entropy(z, labels, reduction="none") for z in logits) + 0.1 * F.cross_entropy(
+        sum(logits), labels, reduction="none"
+    )
 
     def normalise(v: torch.Tensor) -> torch.Tensor:
         return (v - v.min()) / (v.max() - v.min())
@@ -732,7 +766,9 @@ def test_vector_env_matches_dusenv(env_id: str, learner: dict[str, Any]) -> None
         np.testing.assert_allclose(observations[i], observation, atol=ATOL)
         assert rewards[i] == pytest.approx(reward, abs=ATOL)
         for key in ("test_fused_accuracy", "test_modality_accuracies", "val_modality_accuracies", "cumulative_scores", "train_loss"):
-            np.testing.assert_allclose(np.asarray(infos[key][i], dtype=np.float64), np.asarray(info[key], dtype=np.float64), atol=ATOL, err_msg=key)
+            np.testing.assert_allclose(
+                np.asarray(infos[key][i], dtype=np.float64), np.asarray(info[key], dtype=np.float64), atol=ATOL, err_msg=key
+            )
 
 
 # -- config checks --------------------------------------------------------------------------------
@@ -786,14 +822,17 @@ def test_bad_learner_option_names_the_field(options: dict[str, Any], field: str)
         gym.make("dus_env/Synthetic-v0", **TINY_OVERRIDES, **options)
 
 
-@pytest.mark.parametrize("env_id, options, field", [
-    ("dus_env/Synthetic-MLA-v0", {"projection": False}, "projection"),
-    ("dus_env/Synthetic-OGMGE-v0", {"ogm_alpha": -1.0}, "ogm_alpha"),
-    ("dus_env/Synthetic-MIE-v0", {"flat_ratio": 2.0}, "flat_ratio"),
-    ("dus_env/Synthetic-BSS-v0", {"bss_grow_unit": "weeks"}, "bss_grow_unit"),
-    ("dus_env/Synthetic-BSS-v0", {"row_order": "epoch", "bss_lambda0": 0.3}, "bss_lambda0"),
-    ("dus_env/Synthetic-OGMGE-v0", {"kind": "joint", "ogm_alpha": 0.3}, "ogm_alpha"),
-])
+@pytest.mark.parametrize(
+    "env_id, options, field",
+    [
+        ("dus_env/Synthetic-MLA-v0", {"projection": False}, "projection"),
+        ("dus_env/Synthetic-OGMGE-v0", {"ogm_alpha": -1.0}, "ogm_alpha"),
+        ("dus_env/Synthetic-MIE-v0", {"flat_ratio": 2.0}, "flat_ratio"),
+        ("dus_env/Synthetic-BSS-v0", {"bss_grow_unit": "weeks"}, "bss_grow_unit"),
+        ("dus_env/Synthetic-BSS-v0", {"row_order": "epoch", "bss_lambda0": 0.3}, "bss_lambda0"),
+        ("dus_env/Synthetic-OGMGE-v0", {"kind": "joint", "ogm_alpha": 0.3}, "ogm_alpha"),
+    ],
+)
 def test_bad_overrides_of_the_method_ids(env_id: str, options: dict[str, Any], field: str) -> None:
     with pytest.raises(ConfigError, match=rf"LearnerConfig\.{field}="):
         gym.make(env_id, **TINY_OVERRIDES, **options)
@@ -804,17 +843,20 @@ def test_misspelled_method_option_is_an_unknown_option() -> None:
         gym.make("dus_env/Synthetic-OGMGE-v0", **TINY_OVERRIDES, ogm_alpah=0.5)
 
 
-@pytest.mark.parametrize("options", [
-    {"kind": "mla", "projection": True},
-    {"kind": "alternating", "projection": True},
-    {"kind": "alternating", "projection": False},
-    {"kind": "ogm_ge", "ogm_alpha": 0.0, "modulation_start": 4, "modulation_end": 4, "gaussian_enhancement": False},
-    {"kind": "mie", "rho": 0.0, "mie_alpha": 0.0},  # SAM off: flat_ratio keeps its default
-    {"kind": "mie", "flat_ratio": 0.0},
-    {"gaussian_enhancement": True, "ogm_alpha": 0.8},  # defaults spelled out are fine for any kind
-    {"row_order": "bss_curriculum", "bss_lambda0": 1.0, "bss_grow": 0.5, "bss_grow_unit": "epochs", "bss_measure_every": 0},
-    {"row_order": "bss_adaptive", "bss_measure_every": 3},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"kind": "mla", "projection": True},
+        {"kind": "alternating", "projection": True},
+        {"kind": "alternating", "projection": False},
+        {"kind": "ogm_ge", "ogm_alpha": 0.0, "modulation_start": 4, "modulation_end": 4, "gaussian_enhancement": False},
+        {"kind": "mie", "rho": 0.0, "mie_alpha": 0.0},  # SAM off: flat_ratio keeps its default
+        {"kind": "mie", "flat_ratio": 0.0},
+        {"gaussian_enhancement": True, "ogm_alpha": 0.8},  # defaults spelled out are fine for any kind
+        {"row_order": "bss_curriculum", "bss_lambda0": 1.0, "bss_grow": 0.5, "bss_grow_unit": "epochs", "bss_measure_every": 0},
+        {"row_order": "bss_adaptive", "bss_measure_every": 3},
+    ],
+)
 def test_valid_method_options_are_accepted(options: dict[str, Any]) -> None:
     config = LearnerConfig(**options)
     assert config.uses_projection == (config.kind == "mla" or options.get("projection") is True)
@@ -823,8 +865,9 @@ def test_valid_method_options_are_accepted(options: dict[str, Any]) -> None:
     assert np.isfinite(env.step(np.zeros(2, dtype=np.float32))[1])
 
 
-@pytest.mark.parametrize("options", [{"bss_lambda0": 0.5}, {"bss_grow": 20.0}, {"bss_grow_unit": "epochs"}],
-                         ids=["bss_lambda0", "bss_grow", "bss_grow_unit"])
+@pytest.mark.parametrize(
+    "options", [{"bss_lambda0": 0.5}, {"bss_grow": 20.0}, {"bss_grow_unit": "epochs"}], ids=["bss_lambda0", "bss_grow", "bss_grow_unit"]
+)
 def test_curriculum_options_with_the_adaptive_order_are_rejected(options: dict[str, Any]) -> None:
     (field,) = options
     with pytest.raises(ConfigError, match=rf"LearnerConfig\.{field}="):
@@ -836,9 +879,17 @@ def test_a_diverged_model_never_puts_padding_rows_in_an_epoch(order: dict) -> No
     """A NaN model's measurement (scores NaN) still orders only real rows: padding rows stay last and out of the pool."""
     from dus_env.presets import SYNTHETIC_MIX
 
-    config = EnvConfig(task=SYNTHETIC_MIX, learner=LearnerConfig(hidden_sizes=(8,), embedding_dim=4, **order),
-                       base_batch_size=16, min_quantity=1, max_quantity=56, iterations_per_step=3, decision_steps=1000,
-                       shuffle_modalities=True, torch_threads=None)
+    config = EnvConfig(
+        task=SYNTHETIC_MIX,
+        learner=LearnerConfig(hidden_sizes=(8,), embedding_dim=4, **order),
+        base_batch_size=16,
+        min_quantity=1,
+        max_quantity=56,
+        iterations_per_step=3,
+        decision_steps=1000,
+        shuffle_modalities=True,
+        torch_threads=None,
+    )
     core = TrainingCore(config, 2)
     core.reset(np.arange(2), [(100, 200), (101, 201)])
     small = int(np.argmin(core.train.rows))

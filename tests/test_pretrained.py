@@ -7,14 +7,15 @@ import numpy as np
 import pytest
 
 import dus_env
-from agents.specs import AgentSpecError, make_agent
+from agents.errors import UsageError
+from agents.specs import make_agent
 from dus_env.policies import PRETRAINED, pretrained_path
 
 
 def test_the_shipped_policy_is_installed_with_its_files() -> None:
     folder = pretrained_path()
     assert folder.name == PRETRAINED
-    assert {p.name for p in folder.iterdir()} >= {"metadata.json", "policy.onnx", "policy.pt"}
+    assert {p.name for p in folder.iterdir()} == {"metadata.json", "policy.onnx", "policy.pt2"}
 
 
 def test_an_unknown_shipped_policy_names_the_available_ones() -> None:
@@ -37,5 +38,5 @@ def test_pretrained_agent_acts_in_a_two_modality_env_and_refuses_three() -> None
     observation, _ = env.reset(seed=3)
     action = agent.act(observation)
     assert agent.name == "pretrained" and action.shape == (2,) and np.all(np.abs(action) <= 1)
-    with pytest.raises(AgentSpecError, match="pretrained"):
+    with pytest.raises(UsageError, match="pretrained"):
         make_agent("pretrained", gym.make("dus_env/Synthetic3-v0", **dus_env.TINY_OVERRIDES))

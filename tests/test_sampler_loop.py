@@ -1,13 +1,14 @@
 """DUSSampler in a user's own loop: validation inputs, run length, heuristic ranges, masks, logits.
 
-Every test is fast: the artifact is a tiny network exported as TorchScript only (the ONNX exporter
+Every test is fast: the artifact is a tiny network exported with torch.export only (the ONNX exporter
 takes seconds and is covered by tests/test_export_sampler.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,20 +25,25 @@ RUN = dict(iterations_per_decision=2, total_decisions=3)
 
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny exported policy trained (nominally) with K=7, T=9; loadable with the TorchScript backend."""
+    """A tiny exported policy trained (nominally) with K=7, T=9; loadable with the torch (torch.export) backend."""
     layout = ObservationLayout(2)
     actor = torch.nn.Sequential(torch.nn.Linear(layout.size, 2), torch.nn.Tanh())
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(policy_artifact, "_export_onnx", lambda wrapped, example, folder: (folder / policy_artifact.ONNX_FILE).write_bytes(b""))
+        patch.setattr(
+            policy_artifact, "_export_onnx", lambda wrapped, example, folder: (folder / policy_artifact.ONNX_FILE).write_bytes(b"")
+        )
         return policy_artifact.write_policy_artifact(
-            actor, tmp_path_factory.mktemp("artifact") / "exported", layout=layout,
+            actor,
+            tmp_path_factory.mktemp("artifact") / "exported",
+            layout=layout,
             mapping=QuantityMapping(2, 32, 8, 56),
-            env_config=EnvConfig(iterations_per_step=TRAINED_K, decision_steps=TRAINED_T).to_dict(), normalization=None,
+            env_config=EnvConfig(iterations_per_step=TRAINED_K, decision_steps=TRAINED_T).to_dict(),
+            normalization=None,
         )
 
 
 def exported(artifact: Path, **kwargs: Any) -> DUSSampler:
-    return DUSSampler.from_artifact(artifact, 3, backend="torchscript", **{**RUN, **kwargs})
+    return DUSSampler.from_artifact(artifact, 3, backend="torch", **{**RUN, **kwargs})
 
 
 def heuristic(**kwargs: Any) -> DUSSampler:
@@ -145,11 +151,15 @@ def test_set_validation_errors_name_the_argument(accuracies: Any, fused: Any, me
 
 def test_from_artifact_requires_the_run_length_and_names_what_the_policy_was_trained_with(artifact: Path) -> None:
     with pytest.raises(ValueError) as error:
-        DUSSampler.from_artifact(artifact, 3, backend="torchscript")
+        DUSSampler.from_artifact(artifact, 3, backend="torch")
     message = str(error.value)
     assert message.startswith("iterations_per_decision and total_decisions must be given")
-    for fragment in ("training iterations between two decisions", "decisions over your whole run", "K*T iterations",
-                     f"trained with iterations_per_decision={TRAINED_K}, total_decisions={TRAINED_T}"):
+    for fragment in (
+        "training iterations between two decisions",
+        "decisions over your whole run",
+        "K*T iterations",
+        f"trained with iterations_per_decision={TRAINED_K}, total_decisions={TRAINED_T}",
+    ):
         assert fragment in message
 
 
@@ -157,7 +167,7 @@ def test_from_artifact_requires_the_run_length_and_names_what_the_policy_was_tra
 def test_one_missing_run_length_argument_is_named(artifact: Path, missing: str) -> None:
     kwargs = {**RUN, missing: None}
     with pytest.raises(ValueError, match=f"^{missing} must be given"):
-        DUSSampler.from_artifact(artifact, 3, backend="torchscript", **kwargs)
+        DUSSampler.from_artifact(artifact, 3, backend="torch", **kwargs)
     with pytest.raises(ValueError, match=f"^{missing} must be given: .*K\\*T iterations"):
         heuristic(**kwargs)
 
@@ -188,9 +198,7 @@ def test_run_length_sets_decision_spacing_and_progress(artifact: Path) -> None:
 # -- 3. heuristic without a hand-built mapping ------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("base_batch_size", "low", "high"), [(32, 8, 56), (8, 2, 14), (64, 16, 112), (100, 25, 175), (4, 1, 7), (1, 1, 2)]
-)
+@pytest.mark.parametrize(("base_batch_size", "low", "high"), [(32, 8, 56), (8, 2, 14), (64, 16, 112), (100, 25, 175), (4, 1, 7), (1, 1, 2)])
 def test_heuristic_range_follows_the_env_defaults(base_batch_size: int, low: int, high: int) -> None:
     mapping = heuristic(base_batch_size=base_batch_size).mapping
     assert mapping == QuantityMapping(2, base_batch_size, low, high, "fixed")

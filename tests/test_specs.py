@@ -5,8 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import types
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -14,12 +15,12 @@ import pytest
 
 import dus_env.heuristic
 from agents.baselines import FixedAllocationAgent, RandomAgent, UniformAgent
+from agents.errors import UsageError
 from agents.heuristic import HeuristicAgent
 from agents.rollout import run_episode
 from agents.specs import (
     DEFAULT_TEMPERATURE,
     AgentSpec,
-    AgentSpecError,
     make_agent,
     parse_spec,
     resolve_spec,
@@ -54,13 +55,21 @@ REPO = Path(__file__).resolve().parents[1]
         ("bss", AgentSpec("bss", "uniform", "bss", row_order="bss_curriculum")),
         ("bss:curriculum", AgentSpec("bss", "uniform", "bss", row_order="bss_curriculum")),
         ("BSS:Adaptive", AgentSpec("bss:adaptive", "uniform", "bss:adaptive", row_order="bss_adaptive")),
-        ("heuristic+bss", AgentSpec("heuristic+bss", "heuristic", "heuristic+bss", temperature=DEFAULT_TEMPERATURE,
-                                    row_order="bss_curriculum")),
-        ("d=heuristic:0.05+bss:adaptive", AgentSpec("heuristic:0.05+bss:adaptive", "heuristic", "d", temperature=0.05,
-                                                    named=True, row_order="bss_adaptive")),
+        (
+            "heuristic+bss",
+            AgentSpec("heuristic+bss", "heuristic", "heuristic+bss", temperature=DEFAULT_TEMPERATURE, row_order="bss_curriculum"),
+        ),
+        (
+            "d=heuristic:0.05+bss:adaptive",
+            AgentSpec("heuristic:0.05+bss:adaptive", "heuristic", "d", temperature=0.05, named=True, row_order="bss_adaptive"),
+        ),
         ("ppo:runs/p+bss", AgentSpec("ppo:runs/p+bss", "ppo", "ppo:runs/p+bss", path="runs/p", row_order="bss_curriculum")),
-        ("heuristic+BSS:Adaptive", AgentSpec("heuristic+bss:adaptive", "heuristic", "heuristic+bss:adaptive",
-                                             temperature=DEFAULT_TEMPERATURE, row_order="bss_adaptive")),
+        (
+            "heuristic+BSS:Adaptive",
+            AgentSpec(
+                "heuristic+bss:adaptive", "heuristic", "heuristic+bss:adaptive", temperature=DEFAULT_TEMPERATURE, row_order="bss_adaptive"
+            ),
+        ),
     ],
 )
 def test_parse_every_form(text: str, expected: AgentSpec) -> None:
@@ -95,7 +104,7 @@ def test_parse_every_form(text: str, expected: AgentSpec) -> None:
     ],
 )
 def test_parse_errors_name_the_spec(text: str, fragment: str) -> None:
-    with pytest.raises(AgentSpecError) as error:
+    with pytest.raises(UsageError) as error:
         parse_spec(text)
     assert fragment in str(error.value)
     assert repr(text) in str(error.value)
@@ -104,7 +113,7 @@ def test_parse_errors_name_the_spec(text: str, fragment: str) -> None:
 @pytest.mark.parametrize("temperature", ["0", "-1", "nan", "inf", "-0.0"])
 def test_temperature_is_checked_by_the_heuristic_rule_itself(temperature: str) -> None:
     # DUSSampler.heuristic and the spec refuse the same temperatures, for the reason the rule gives.
-    with pytest.raises(AgentSpecError, match=f"temperature must be a positive number, got '{temperature}'") as error:
+    with pytest.raises(UsageError, match=f"temperature must be a positive number, got '{temperature}'") as error:
         parse_spec(f"heuristic:{temperature}")
     assert isinstance(error.value.__cause__, ValueError) and "heuristic temperature=" in str(error.value.__cause__)
     assert DEFAULT_TEMPERATURE is dus_env.heuristic.DEFAULT_TEMPERATURE
@@ -129,7 +138,7 @@ def test_bss_specs_carry_their_row_order_as_an_env_override() -> None:
 
 
 def test_bss_agent_needs_an_env_with_its_row_order() -> None:
-    with pytest.raises(AgentSpecError, match=r"row_order='bss_curriculum' but the env has row_order='epoch'"):
+    with pytest.raises(UsageError, match=r"row_order='bss_curriculum' but the env has row_order='epoch'"):
         make_agent("bss", gym.make("dus_env/Synthetic-v0"))
     agent = make_agent("heuristic+bss", gym.make("dus_env/Synthetic-BSS-v0"))
     assert isinstance(agent, HeuristicAgent) and agent.name == "heuristic+bss"
@@ -150,11 +159,11 @@ def test_unique_labels_fall_back_to_the_spec_text() -> None:
 
 
 def test_unique_labels_refuse_duplicates() -> None:
-    with pytest.raises(AgentSpecError, match="given twice"):
+    with pytest.raises(UsageError, match="given twice"):
         with_unique_labels([parse_spec("uniform"), parse_spec(" uniform")])
-    with pytest.raises(AgentSpecError, match="two agents are named 'x'"):
+    with pytest.raises(UsageError, match="two agents are named 'x'"):
         with_unique_labels([parse_spec("x=uniform"), parse_spec("x=heuristic")])
-    with pytest.raises(AgentSpecError, match="two agents are named 'uniform'"):
+    with pytest.raises(UsageError, match="two agents are named 'uniform'"):
         with_unique_labels([parse_spec("uniform"), parse_spec("uniform=heuristic")])
 
 
@@ -212,19 +221,19 @@ def test_label_becomes_the_agent_name(env: gym.Env) -> None:
 
 
 def test_fixed_share_count_must_match_the_env(env: gym.Env) -> None:
-    with pytest.raises(AgentSpecError, match=r"'fixed:0.2,0.3,0.5' gives 3 shares but the env has 2 modalities"):
+    with pytest.raises(UsageError, match=r"'fixed:0.2,0.3,0.5' gives 3 shares but the env has 2 modalities"):
         make_agent("fixed:0.2,0.3,0.5", env)
 
 
 def test_missing_model_path_names_the_path(env: gym.Env, tmp_path: Path) -> None:
     missing = tmp_path / "no_such_run"
     for kind in ("ppo", "reinforce", "exported"):
-        with pytest.raises(AgentSpecError, match=f"model path '{missing}' does not exist"):
+        with pytest.raises(UsageError, match=f"model path '{missing}' does not exist"):
             make_agent(f"{kind}:{missing}", env)
 
 
 def test_not_a_dus_env() -> None:
-    with pytest.raises(AgentSpecError, match="is not a DUSEnv"):
+    with pytest.raises(UsageError, match="is not a DUSEnv"):
         make_agent("uniform", gym.make("CartPole-v1"))
 
 
@@ -232,7 +241,7 @@ class _FakeLoaded(UniformAgent):
     calls: list[tuple[Any, ...]] = []
 
     @classmethod
-    def load(cls, path: str, env: gym.Env, **kwargs: Any) -> "_FakeLoaded":
+    def load(cls, path: str, env: gym.Env, **kwargs: Any) -> _FakeLoaded:
         cls.calls.append((path, env, kwargs))
         return cls(env.unwrapped.layout, env.unwrapped.mapping)
 
@@ -243,7 +252,7 @@ class _FakeLoaded(UniformAgent):
         ("ppo", "agents.sb3_agent", "SB3Agent", {"algo": "ppo"}),
         ("a2c", "agents.sb3_agent", "SB3Agent", {"algo": "a2c"}),
         ("recurrentppo", "agents.sb3_agent", "SB3Agent", {"algo": "recurrentppo"}),
-        ("reinforce", "agents.reinforce", "ReinforceAgent", {}),
+        ("reinforce", "agents.sb3_agent", "SB3Agent", {"algo": "reinforce"}),
         ("exported", "agents.exported", "ExportedPolicyAgent", {}),
     ],
 )
@@ -264,7 +273,7 @@ def test_model_specs_dispatch_to_their_loader(
 
 def test_env_placeholder_is_filled_from_the_env_id(env: gym.Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = types.ModuleType("agents.sb3_agent")
-    fake.SB3Agent = _FakeLoaded  # type: ignore[attr-defined]
+    fake.SB3Agent = _FakeLoaded
     monkeypatch.setitem(sys.modules, "agents.sb3_agent", fake)
     _FakeLoaded.calls = []
     (tmp_path / "ppo_Synthetic-v0_0").mkdir()
@@ -272,13 +281,11 @@ def test_env_placeholder_is_filled_from_the_env_id(env: gym.Env, tmp_path: Path,
     assert _FakeLoaded.calls[0][0] == str(tmp_path / "ppo_Synthetic-v0_0")
 
 
-def test_missing_loader_module_and_load_failures_are_spec_errors(
-    env: gym.Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_missing_loader_module_and_load_failures_are_spec_errors(env: gym.Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model = tmp_path / "policy.pt"
     model.write_bytes(b"")
-    monkeypatch.setitem(sys.modules, "agents.reinforce", None)  # makes the import fail
-    with pytest.raises(AgentSpecError, match=r"'reinforce:.*policy.pt' needs a module that is not available"):
+    monkeypatch.setitem(sys.modules, "agents.sb3_agent", None)  # makes the import fail
+    with pytest.raises(UsageError, match=r"'reinforce:.*policy.pt' needs a module that is not available"):
         make_agent(f"reinforce:{model}", env)
 
     class Broken:
@@ -287,9 +294,9 @@ def test_missing_loader_module_and_load_failures_are_spec_errors(
             raise ValueError("observation layout version 7 is not supported")
 
     fake = types.ModuleType("agents.exported")
-    fake.ExportedPolicyAgent = Broken  # type: ignore[attr-defined]
+    fake.ExportedPolicyAgent = Broken
     monkeypatch.setitem(sys.modules, "agents.exported", fake)
-    with pytest.raises(AgentSpecError, match=r"'exported:.*policy.pt': cannot load .* layout version 7"):
+    with pytest.raises(UsageError, match=r"'exported:.*policy.pt': cannot load .* layout version 7"):
         make_agent(f"exported:{model}", env)
 
 

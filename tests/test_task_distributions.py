@@ -35,7 +35,7 @@ from dus_env.tasks.mfeat import MFEAT_VIEWS, build_mfeat_task, load_mfeat_arrays
 from dus_env.tasks.mixture import build_mixture_task
 from dus_env.tasks.synthetic import build_synthetic_task
 
-T = int(TINY_OVERRIDES["decision_steps"])  # type: ignore[call-overload]
+T = int(TINY_OVERRIDES["decision_steps"])
 MFEAT_WIDTHS = {"fou": 76, "fac": 216, "kar": 64, "pix": 240, "zer": 47, "mor": 6}
 MIX_IDS = [
     "dus_env/SyntheticMix-v0",
@@ -136,8 +136,14 @@ def test_ranged_instance_is_the_fixed_instance_at_its_drawn_values(seed: int) ->
 
 def test_drawn_values_stay_in_their_ranges_and_vary_with_the_seed() -> None:
     config = SyntheticTaskConfig(
-        n_modalities=3, n_classes=2, feature_dim=2, n_val=10, n_test=10,
-        signal_strengths=((1.0, 2.0), 0.5, (0.0, 0.1)), corruption_rates=((0.3, 0.6), 0.0, (0.9, 1.0)), n_train=(20, 21),
+        n_modalities=3,
+        n_classes=2,
+        feature_dim=2,
+        n_val=10,
+        n_test=10,
+        signal_strengths=((1.0, 2.0), 0.5, (0.0, 0.1)),
+        corruption_rates=((0.3, 0.6), 0.0, (0.9, 1.0)),
+        n_train=(20, 21),
     )
     tasks = [build_synthetic_task(config, np.random.default_rng(seed)) for seed in range(40)]
     strengths = np.stack([t.parameters["signal_strengths"] for t in tasks])
@@ -405,8 +411,15 @@ def test_mixture_from_plain_values_equals_the_objects() -> None:
     [
         ({"components": (SyntheticTaskConfig(),)}, "components"),
         ({"components": ()}, "components"),
-        ({"components": (SyntheticTaskConfig(n_modalities=3, signal_strengths=(1, 1, 1), corruption_rates=(0, 0, 0)), MFeatTaskConfig())},
-         "components"),
+        (
+            {
+                "components": (
+                    SyntheticTaskConfig(n_modalities=3, signal_strengths=(1, 1, 1), corruption_rates=(0, 0, 0)),
+                    MFeatTaskConfig(),
+                )
+            },
+            "components",
+        ),
         ({"components": (SyntheticTaskConfig(n_classes=5), MFeatTaskConfig())}, "components"),
         ({"components": (SyntheticTaskConfig(), MFeatTaskConfig()), "weights": (1.0,)}, "weights"),
         ({"components": (SyntheticTaskConfig(), MFeatTaskConfig()), "weights": (1.0, 1.0, 1.0)}, "weights"),
@@ -417,8 +430,20 @@ def test_mixture_from_plain_values_equals_the_objects() -> None:
         ({"components": (SyntheticTaskConfig(), FeaturesTaskConfig(path="f.npz"))}, "components"),
         ({"components": (SyntheticTaskConfig(), {"kind": "synthetic", "nope": 1})}, "components"),
     ],
-    ids=["one", "none", "modalities", "classes", "weights-short", "weights-long", "weight-zero", "weight-negative", "weight-nan",
-         "features-dict", "features-config", "unknown-field"],
+    ids=[
+        "one",
+        "none",
+        "modalities",
+        "classes",
+        "weights-short",
+        "weights-long",
+        "weight-zero",
+        "weight-negative",
+        "weight-nan",
+        "features-dict",
+        "features-config",
+        "unknown-field",
+    ],
 )
 def test_bad_mixtures_are_refused_naming_the_field(kwargs: dict[str, Any], field: str) -> None:
     with pytest.raises(ConfigError, match=rf"MixtureTaskConfig\.{field}"):
@@ -451,10 +476,18 @@ def test_shuffling_a_task_of_different_widths_is_refused_at_reset(tmp_path: Any)
     """A features file's widths are known only when it is read: the core refuses at reset."""
     path = tmp_path / "f.npz"
     labels = np.arange(60) % 3
-    np.savez(path, labels=labels, modality_a=np.random.default_rng(0).normal(size=(60, 4)),
-             modality_b=np.random.default_rng(1).normal(size=(60, 7)))
-    env = gym.make("dus_env/Features-v0", path=str(path), shuffle_modalities=True, **{
-        **TINY_OVERRIDES, "min_quantity": 2, "max_quantity": 10, "base_batch_size": 4})
+    np.savez(
+        path,
+        labels=labels,
+        modality_a=np.random.default_rng(0).normal(size=(60, 4)),
+        modality_b=np.random.default_rng(1).normal(size=(60, 7)),
+    )
+    env = gym.make(
+        "dus_env/Features-v0",
+        path=str(path),
+        shuffle_modalities=True,
+        **{**TINY_OVERRIDES, "min_quantity": 2, "max_quantity": 10, "base_batch_size": 4},
+    )
     with pytest.raises(ConfigError, match=r"shuffle_modalities.*\(4, 7\)"):
         env.reset(seed=0)
 
@@ -538,7 +571,10 @@ def test_orders_vary_over_seeds() -> None:
     two = EnvConfig(task=SyntheticTaskConfig(**SMALL), base_batch_size=8, min_quantity=2, max_quantity=14, shuffle_modalities=True)
     three = EnvConfig(
         task=SyntheticTaskConfig(**SMALL, n_modalities=3, signal_strengths=(1, 1, 1), corruption_rates=(0, 0, 0)),
-        base_batch_size=8, min_quantity=2, max_quantity=14, shuffle_modalities=True,
+        base_batch_size=8,
+        min_quantity=2,
+        max_quantity=14,
+        shuffle_modalities=True,
     )
     for config, expected in ((two, 2), (three, 6)):
         core = TrainingCore(config, 1)
@@ -623,8 +659,10 @@ def test_mix_presets_use_the_documented_distributions() -> None:
     for name in ("SyntheticMix", "MFeatMix", "MFeatMixHeldOut", "MFeatMix3", "MFeatMix3HeldOut", "SyntheticMFeatMix"):
         assert PRESETS[name].shuffle_modalities, name
         assert f"dus_env/{name}-v0" in dus_env.ENV_IDS
-    assert PRESETS["SyntheticMix"].task == SYNTHETIC_MIX == SyntheticTaskConfig(
-        signal_strengths=((1.0, 2.0), (0.2, 0.5)), corruption_rates=((0.3, 0.6), 0.0), n_train=(500, 800)
+    assert (
+        PRESETS["SyntheticMix"].task
+        == SYNTHETIC_MIX
+        == SyntheticTaskConfig(signal_strengths=((1.0, 2.0), (0.2, 0.5)), corruption_rates=((0.3, 0.6), 0.0), n_train=(500, 800))
     )
     assert PRESETS["MFeatMix"].task.views == MFEAT_TRAIN_PAIRS
     assert PRESETS["MFeatMixHeldOut"].task.views == MFEAT_HELD_OUT_PAIRS
@@ -670,12 +708,16 @@ def test_mix_ids_run_with_shuffled_padded_modalities(env_id: str) -> None:
     assert env.observation_space.contains(observation)
     assert sorted(info["modality_order"]) == list(range(n))
     assert len(set(env.unwrapped.task.feature_dims)) == 1
-    observation, reward, terminated, truncated, info = env.step(env.action_space.sample() * 0 + 0.5)
+    observation, reward, _, _, info = env.step(env.action_space.sample() * 0 + 0.5)
     assert env.observation_space.contains(observation) and np.isfinite(reward)
     if "instance_views" in info and info["instance_views"][0]:
-        sets = {"dus_env/MFeatMix-v0": MFEAT_TRAIN_PAIRS, "dus_env/MFeatMixHeldOut-v0": MFEAT_HELD_OUT_PAIRS,
-                "dus_env/MFeatMix3-v0": MFEAT_TRAIN_TRIPLES, "dus_env/MFeatMix3HeldOut-v0": MFEAT_HELD_OUT_TRIPLES,
-                "dus_env/SyntheticMFeatMix-v0": MFEAT_TRAIN_PAIRS}[env_id]
+        sets = {
+            "dus_env/MFeatMix-v0": MFEAT_TRAIN_PAIRS,
+            "dus_env/MFeatMixHeldOut-v0": MFEAT_HELD_OUT_PAIRS,
+            "dus_env/MFeatMix3-v0": MFEAT_TRAIN_TRIPLES,
+            "dus_env/MFeatMix3HeldOut-v0": MFEAT_HELD_OUT_TRIPLES,
+            "dus_env/SyntheticMFeatMix-v0": MFEAT_TRAIN_PAIRS,
+        }[env_id]
         assert tuple(np.array(info["instance_views"])[np.argsort(info["modality_order"])]) in sets
         width = max(MFEAT_WIDTHS[v] for s in sets for v in s)
         assert env.unwrapped.task.feature_dims == (width,) * n
@@ -698,10 +740,18 @@ def test_env_task_keeps_its_instance_parameters() -> None:
     assert parameters["modality_order"].tolist() == info["modality_order"]
 
 
-@pytest.mark.parametrize("learner", [
-    {"kind": "joint"}, {"kind": "alternating"}, {"kind": "mla"}, {"kind": "ogm_ge"}, {"kind": "mie"},
-    {"kind": "joint", "row_order": "bss_curriculum"}, {"kind": "mie", "row_order": "bss_adaptive"},
-])
+@pytest.mark.parametrize(
+    "learner",
+    [
+        {"kind": "joint"},
+        {"kind": "alternating"},
+        {"kind": "mla"},
+        {"kind": "ogm_ge"},
+        {"kind": "mie"},
+        {"kind": "joint", "row_order": "bss_curriculum"},
+        {"kind": "mie", "row_order": "bss_adaptive"},
+    ],
+)
 @pytest.mark.parametrize("kind", ["mfeat", "synthetic"])
 def test_a_padded_task_trains_exactly_as_the_unpadded_one(kind: str, learner: dict) -> None:
     """Zero padding (mfeat view sets, mixtures) changes only shapes: same initial function, same
@@ -719,12 +769,12 @@ def test_a_padded_task_trains_exactly_as_the_unpadded_one(kind: str, learner: di
         core = TrainingCore(config, 1)
         if pad:
             build = core._build_task
-            core._build_task = lambda seed, build=build: pad_features(build(seed), 240)  # type: ignore[method-assign]
+            core._build_task = lambda seed, build=build: pad_features(build(seed), 240)
         core.reset(np.array([0]), [(11, 12)])
         if pad:
             widths = (64, 76) if kind == "mfeat" else (32, 32)
             assert core.model.encoders[0][0].weight.shape[1] == 240 and core._tasks[0].input_widths == widths
-            assert not core.model.encoders[0][0].weight[0, widths[0]:].any()  # padded rows start at zero
+            assert not core.model.encoders[0][0].weight[0, widths[0] :].any()  # padded rows start at zero
         outcome = core.step(np.array([[20, 44]]))
         losses.append(outcome.train_loss[0])
         core.step(np.array([[44, 20]]))

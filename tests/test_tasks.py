@@ -15,8 +15,16 @@ from .conftest import write_features_file
 
 
 def test_synthetic_task_shapes_and_seeding() -> None:
-    config = SyntheticTaskConfig(n_modalities=4, signal_strengths=(1, 0.5, 0.3, 0.2), corruption_rates=(0.3, 0, 0, 0),
-                                 n_classes=5, feature_dim=7, n_train=50, n_val=20, n_test=30)
+    config = SyntheticTaskConfig(
+        n_modalities=4,
+        signal_strengths=(1, 0.5, 0.3, 0.2),
+        corruption_rates=(0.3, 0, 0, 0),
+        n_classes=5,
+        feature_dim=7,
+        n_train=50,
+        n_val=20,
+        n_test=30,
+    )
     task = build_task(config, np.random.default_rng(0))
     assert task.n_modalities == 4 and task.feature_dims == (7, 7, 7, 7)
     assert (len(task.train), len(task.val), len(task.test)) == (50, 20, 30)
@@ -109,11 +117,17 @@ def _bad_file(tmp_path: Path, **arrays: np.ndarray) -> Path:
         ({"labels": np.arange(4) % 2, "modality_a": np.array([[0.0], [np.nan], [1.0], [2.0]])}, "NaN/inf.*row 1"),
         ({"labels": np.arange(4) % 2, "modality_a": np.array([[0.0], [np.inf], [1.0], [2.0]])}, "NaN/inf"),
         ({"labels": np.array([0, 1, -1, 0]), "modality_a": np.zeros((4, 2))}, "labels out of range.*-1"),
-        ({"labels": np.array([0, 1, 5, 0]), "modality_a": np.zeros((4, 2)), "n_classes": np.array(3)}, "labels out of range.*5 >= n_classes=3"),
+        (
+            {"labels": np.array([0, 1, 5, 0]), "modality_a": np.zeros((4, 2)), "n_classes": np.array(3)},
+            "labels out of range.*5 >= n_classes=3",
+        ),
         ({"labels": np.array([0.5, 1, 1, 0]), "modality_a": np.zeros((4, 2))}, "integer class ids"),
         ({"labels": np.arange(4) % 2, "modality_a": np.zeros(4)}, "must be 2-D"),
         ({"labels": np.arange(4) % 2, "modality_a": np.zeros((4, 1)), "split": np.array([0, 0, 1, 1])}, "test split empty"),
-        ({"labels": np.array([0, 1, 1, 0]), "modality_a": np.zeros((4, 1)), "n_classes": np.array([2, 3])}, "'n_classes' must be one integer"),
+        (
+            {"labels": np.array([0, 1, 1, 0]), "modality_a": np.zeros((4, 1)), "n_classes": np.array([2, 3])},
+            "'n_classes' must be one integer",
+        ),
         ({"labels": np.array([0, 9, 9, 0]), "modality_a": np.zeros((4, 1))}, "10 classes for 4 samples"),
     ],
 )

@@ -21,12 +21,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import dus_env
 from agents.callbacks import EvaluationLog, next_multiple, record_info_scalars, save_sb3_checkpoint, sb3_checkpoint_names
-from agents.reinforce import ReinforceAgent
 from agents.manifest import load_manifest
+from agents.run_files import SB3_CHECKPOINT_PREFIX
 from agents.runs import RunStart, UsageError, parse_env_kwargs, resolve_run
-from agents.run_files import REINFORCE_CHECKPOINT_PREFIX, SB3_CHECKPOINT_PREFIX
 from agents.sb3_agent import SB3Agent
-from agents.training import RESUME_SEED_BASE, RESUME_SEED_SPAN, reinforce_checkpoint, resume_seed, train_sb3
+from agents.seed_ranges import TRAIN_EVAL_SEEDS
+from agents.training import RESUME_SEED_BASE, RESUME_SEED_SPAN, resume_seed, train_model
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -50,15 +50,34 @@ def test_defaults_train_ppo_on_synthetic() -> None:
     run = resolve_run(args)
     assert run.run_dir == Path("runs/ppo_Synthetic-v0_0")
     assert run.tensorboard_dir == Path("runs/ppo_Synthetic-v0_0/tb")
-    assert (run.n_envs, run.vec, run.total_timesteps) == (64, "native", 30_000)
+    assert (run.n_envs, run.vec) == (64, "native")
+    # the file's budget, rounded up to whole PPO rollouts (n_steps * n_envs), as SB3 trains it
+    rollout = run.hyperparams["n_steps"] * run.n_envs
+    assert run.total_timesteps % rollout == 0 and 0 <= run.total_timesteps - 30_000 < rollout
     assert run.hyperparams["normalize"] == {"norm_obs": True, "norm_reward": True}
 
 
 def test_options_reach_the_run(tmp_path: Path) -> None:
-    args = train_agent.parse_args([
-        "--algo", "A2C", "--seed", "3", "--n-envs", "1", "--timesteps", "640", "--run-dir", str(tmp_path / "r"),
-        "--env-kwargs", "decision_steps=6", "learner={hidden_sizes: [8]}", "--hyperparams", "n_steps=8", "normalize=false",
-    ])
+    args = train_agent.parse_args(
+        [
+            "--algo",
+            "A2C",
+            "--seed",
+            "3",
+            "--n-envs",
+            "1",
+            "--timesteps",
+            "640",
+            "--run-dir",
+            str(tmp_path / "r"),
+            "--env-kwargs",
+            "decision_steps=6",
+            "learner={hidden_sizes: [8]}",
+            "--hyperparams",
+            "n_steps=8",
+            "normalize=false",
+        ]
+    )
     run = resolve_run(args)
     assert (run.algo, run.seed, run.n_envs, run.total_timesteps) == ("a2c", 3, 1, 640)
     assert run.env_kwargs == {"decision_steps": 6, "learner": {"hidden_sizes": [8]}}
@@ -71,7 +90,9 @@ def test_options_reach_the_run(tmp_path: Path) -> None:
 
 def test_env_kwargs_accept_json_or_key_values() -> None:
     assert parse_env_kwargs(['{"decision_steps": 4, "learner": {"hidden_sizes": [16]}}']) == {
-        "decision_steps": 4, "learner": {"hidden_sizes": [16]}}
+        "decision_steps": 4,
+        "learner": {"hidden_sizes": [16]},
+    }
     assert parse_env_kwargs(["decision_steps=4", "gap_penalty=0.5"]) == {"decision_steps": 4, "gap_penalty": 0.5}
     with pytest.raises(UsageError, match="not valid JSON"):
         parse_env_kwargs(["{decision_steps: 4"])
@@ -79,23 +100,33 @@ def test_env_kwargs_accept_json_or_key_values() -> None:
         parse_env_kwargs(["decision_steps"])
     # the same syntax as evaluate.py: YAML values, dotted keys for nested fields
     assert parse_env_kwargs(["learner.hidden_sizes=[16]", "lr=3e-4", "path=my file.npz"]) == {
-        "learner": {"hidden_sizes": [16]}, "lr": 3e-4, "path": "my file.npz"}
+        "learner": {"hidden_sizes": [16]},
+        "lr": 3e-4,
+        "path": "my file.npz",
+    }
 
 
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--algo", "ppo3"], "unknown algorithm 'ppo3': available are a2c,"),
-        (["--algo", "dqn"], "cannot use DQN on dus_env/Synthetic-v0: The algorithm only supports"),
+        (["--algo", "ppo3"], "--algo 'ppo3' is unknown: did you mean 'ppo'? choose one of ppo, a2c, reinforce,"),
+        (["--algo", "dqn"], "DQN needs a discrete action space; DUS envs have a continuous Box action space"),
+        (["--algo", "qrdqn"], "QRDQN needs a discrete action space"),
+        (["--algo", "recurrentppo"], "RecurrentPPO has a recurrent (LSTM) policy"),
         (["--env", "dus_env/Nope-v0"], "unknown env id 'dus_env/Nope-v0': registered DUS envs are dus_env/Synthetic-v0"),
-        (["--env", "CartPole-v1"], "CartPole-v1 is not a DUS environment"),
+        (["--env", "Synthetc-v0"], "unknown env id 'Synthetc-v0': did you mean dus_env/Synthetic-v0"),
+        (["--env", "CartPole-v1"], "unknown env id 'CartPole-v1'"),
         (["--env-kwargs", "decision_steps=0"], "EnvConfig.decision_steps=0 is invalid"),
         (["--env-kwargs", "decison_steps=3"], "unknown option 'decison_steps'"),
         (["--hyperparams", "n_step=3"], "unknown hyperparameter 'n_step' for PPO: did you mean 'n_steps'"),
         (["--hyperparams", "normalize={clip: 3}"], "unknown hyperparameter 'clip' for normalize"),
-        (["--algo", "reinforce", "--hyperparams", "learning_rat=0.1"], "unknown hyperparameter 'learning_rat' for reinforce: did you mean 'learning_rate'"),
-        (["--algo", "reinforce", "--n-envs", "3"], "episodes_per_batch=16 is not a multiple of n_envs=3"),
-        (["--algo", "reinforce", "--hyperparams", "group_size=1"], "ReinforceConfig.group_size=1 is invalid"),
+        (
+            ["--algo", "reinforce", "--hyperparams", "learning_rat=0.1"],
+            "unknown hyperparameter 'learning_rat' for Reinforce: did you mean 'learning_rate'",
+        ),
+        (["--algo", "reinforce", "--n-envs", "3"], "Reinforce.episodes_per_batch=16 is invalid: it must be a multiple of n_envs=3"),
+        (["--algo", "reinforce", "--hyperparams", "group_size=1"], "Reinforce.group_size=1 is invalid"),
+        (["--algo", "reinforce", "--hyperparams", "policy_kwargs=dict(net_arch=[0])"], "Reinforce.policy_kwargs.net_arch=0 is invalid"),
         (["--timesteps", "0"], "n_timesteps=0 is invalid"),
         (["--eval-episodes", "0"], "--eval-episodes=0 is invalid"),
     ],
@@ -122,10 +153,8 @@ def test_an_existing_run_is_not_overwritten(tmp_path: Path, capsys: pytest.Captu
     assert "nothing to resume" in capsys.readouterr().err
 
 
-def test_checkpoints_are_written_under_the_names_the_loaders_look_for(tmp_path: Path) -> None:
-    run = resolve_run(train_agent.parse_args(["--algo", "reinforce", "--run-dir", str(tmp_path), "--env-kwargs", TINY_JSON]))
-    names = [sb3_checkpoint_names(512)[0], reinforce_checkpoint(run, 768).name]
-    assert names == [f"{SB3_CHECKPOINT_PREFIX}_512_steps.zip", f"{REINFORCE_CHECKPOINT_PREFIX}_768_steps.pt"]
+def test_checkpoints_are_written_under_the_names_the_loaders_look_for() -> None:
+    assert sb3_checkpoint_names(512) == (f"{SB3_CHECKPOINT_PREFIX}_512_steps.zip", f"{SB3_CHECKPOINT_PREFIX}_vecnormalize_512_steps.pkl")
 
 
 class RecordingLogger:
@@ -145,11 +174,13 @@ def test_info_scalars_per_step_and_at_episode_end() -> None:
         _, _, done, _, info = env.step(np.array([0.5, -0.5], dtype=np.float32))
         infos.append(info)
     logger = RecordingLogger()
-    record_info_scalars(logger, infos[:2])  # type: ignore[arg-type]
-    assert {"dus/quantity_m0", "dus/quantity_m1", "dus/cumulative_score_m1", "dus/val_accuracy_m0", "dus/val_fused_accuracy"} <= set(logger.values)
+    record_info_scalars(logger, infos[:2])
+    assert {"dus/quantity_m0", "dus/quantity_m1", "dus/cumulative_score_m1", "dus/val_accuracy_m0", "dus/val_fused_accuracy"} <= set(
+        logger.values
+    )
     assert not any(key.startswith("dus/episode") for key in logger.values)
     assert logger.values["dus/quantity_m0"][1] > logger.values["dus/quantity_m1"][1]
-    record_info_scalars(logger, infos[-1:])  # type: ignore[arg-type]
+    record_info_scalars(logger, infos[-1:])
     assert logger.values["dus/episode_test_accuracy"] == [infos[-1]["test_fused_accuracy"]]
     assert {"dus/episode_test_accuracy_m0", "dus/episode_test_accuracy_m1", "dus/episode_modality_gap"} <= set(logger.values)
     assert logger.values["dus/episode_share_m0"][0] + logger.values["dus/episode_share_m1"][0] == pytest.approx(1.0)
@@ -176,10 +207,31 @@ def test_resume_seed_is_reproducible_and_clear_of_every_evaluation_seed() -> Non
 
 
 def test_a_resumed_sb3_run_never_trains_on_evaluation_seeds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    run = resolve_run(train_agent.parse_args([
-        "--algo", "a2c", "--n-envs", "1", "--vec", "dummy", "--timesteps", "10008", "--run-dir", str(tmp_path / "run"), "--env-kwargs", TINY_JSON,
-        "--hyperparams", "n_steps=8", "normalize=false", "--eval-freq", "0", "--checkpoint-freq", "0",
-    ]))
+    run = resolve_run(
+        train_agent.parse_args(
+            [
+                "--algo",
+                "a2c",
+                "--n-envs",
+                "1",
+                "--vec",
+                "dummy",
+                "--timesteps",
+                "10008",
+                "--run-dir",
+                str(tmp_path / "run"),
+                "--env-kwargs",
+                TINY_JSON,
+                "--hyperparams",
+                "n_steps=8",
+                "normalize=false",
+                "--eval-freq",
+                "0",
+                "--checkpoint-freq",
+                "0",
+            ]
+        )
+    )
     model = A2C("MlpPolicy", DummyVecEnv([tiny_env]), n_steps=8, device="cpu")
     model.num_timesteps = 10_000
     save_sb3_checkpoint(model, run.run_dir, 10_000)
@@ -191,9 +243,11 @@ def test_a_resumed_sb3_run_never_trains_on_evaluation_seeds(tmp_path: Path, monk
         return original_reset(self, seed=seed, options=options)
 
     monkeypatch.setattr(dus_env.DUSEnv, "reset", recording_reset)
-    trained, interrupted = train_sb3(RunStart(run, [10_000]), progress=False)
+    trained, interrupted = train_model(RunStart(run, [10_000]), progress=False)
     assert not interrupted and trained.num_timesteps == 10_008
-    assert [seed for seed in reset_seeds if seed is not None] == [resume_seed(run.seed, 10_000)]
+    assert [seed for seed in reset_seeds if seed is not None and seed not in TRAIN_EVAL_SEEDS] == [resume_seed(run.seed, 10_000)]
+    # --eval-freq 0: one evaluation, at the end, on the evaluation seeds only.
+    assert [seed for seed in reset_seeds if seed in TRAIN_EVAL_SEEDS] == list(run.eval_seeds)
 
 
 def test_next_multiple_is_when_the_next_checkpoint_or_evaluation_is_due() -> None:
@@ -243,8 +297,14 @@ def test_ppo_run_writes_everything_and_is_reproducible(tmp_path: Path) -> None:
     checkpoints = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     assert "rl_model_384_steps.zip" in checkpoints and "rl_model_vecnormalize_384_steps.pkl" in checkpoints
     tags = scalar_tags(run_dir / "tb" / "PPO_0")
-    assert {"dus/quantity_m0", "dus/episode_test_accuracy", "dus/episode_modality_gap", "train/value_loss",
-            "eval/mean_reward", "eval/test_fused_accuracy"} <= tags
+    assert {
+        "dus/quantity_m0",
+        "dus/episode_test_accuracy",
+        "dus/episode_modality_gap",
+        "train/value_loss",
+        "eval/mean_reward",
+        "eval/test_fused_accuracy",
+    } <= tags
     agent = SB3Agent.load(run_dir, tiny_env())
     action = agent.act(tiny_env().reset(seed=0)[0])
     assert action.shape == (2,) and np.all(np.abs(action) <= 1)
@@ -253,26 +313,52 @@ def test_ppo_run_writes_everything_and_is_reproducible(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_a2c_run_in_one_process(tmp_path: Path) -> None:
     run_dir = tmp_path / "a2c"
-    result = run_cli("--algo", "a2c", "--n-envs", "1", "--run-dir", str(run_dir), "--timesteps", "256",
-                     "--env-kwargs", TINY_JSON, "--hyperparams", "n_steps=8", *FAST_EVAL, cwd=tmp_path)
+    result = run_cli(
+        "--algo",
+        "a2c",
+        "--n-envs",
+        "1",
+        "--run-dir",
+        str(run_dir),
+        "--timesteps",
+        "256",
+        "--env-kwargs",
+        TINY_JSON,
+        "--hyperparams",
+        "n_steps=8",
+        *FAST_EVAL,
+        cwd=tmp_path,
+    )
     config = check_finished_run(run_dir, result, "final_model.zip")
     assert config["algo"] == "a2c" and config["hyperparams"]["n_steps"] == 8
-    assert "dus/val_fused_accuracy" in scalar_tags(run_dir / "tb" / "A2C_0")
+    # The algorithm's own scalars too, though A2C's default log_interval (100 updates) is never reached here.
+    assert {"dus/val_fused_accuracy", "train/value_loss", "rollout/ep_rew_mean", "time/fps"} <= scalar_tags(run_dir / "tb" / "A2C_0")
 
 
 @pytest.mark.slow
 def test_reinforce_run_and_extension(tmp_path: Path) -> None:
     run_dir = tmp_path / "reinforce"
-    tiny = ["--n-envs", "2", "--env-kwargs", TINY_JSON, "--hyperparams", "hidden_sizes=[16]", "episodes_per_batch=4", "group_size=2"]
+    tiny = [
+        "--n-envs",
+        "2",
+        "--env-kwargs",
+        TINY_JSON,
+        "--hyperparams",
+        "policy_kwargs=dict(net_arch=[16])",
+        "episodes_per_batch=4",
+        "group_size=2",
+    ]
     result = run_cli("--algo", "reinforce", "--run-dir", str(run_dir), "--timesteps", "256", *tiny, *FAST_EVAL, cwd=tmp_path)
-    check_finished_run(run_dir, result, "final_model.pt")
-    assert ReinforceAgent.load(run_dir, tiny_env()).num_timesteps == 256
-    assert {"dus/quantity_m1", "dus/episode_test_accuracy", "train/loss", "eval/test_fused_accuracy"} <= scalar_tags(run_dir / "tb" / "REINFORCE_0")
+    check_finished_run(run_dir, result, "final_model.zip")
+    assert SB3Agent.load(run_dir, tiny_env()).model.num_timesteps == 256
+    assert (run_dir / "vecnormalize.pkl").is_file() and (run_dir / "checkpoints" / f"{SB3_CHECKPOINT_PREFIX}_128_steps.zip").is_file()
+    tags = scalar_tags(run_dir / "tb" / "Reinforce_0")
+    assert {"dus/quantity_m1", "dus/episode_test_accuracy", "train/loss", "rollout/ep_rew_mean", "eval/test_fused_accuracy"} <= tags
     # --resume with a larger total continues from the last checkpoint.
     more = run_cli("--resume", "--run-dir", str(run_dir), "--timesteps", "384", "--no-progress", cwd=tmp_path)
     assert more.returncode == 0, more.stderr
     assert "resuming" in more.stdout and "384 steps" in more.stdout.splitlines()[-1]
-    assert ReinforceAgent.load(run_dir, tiny_env()).num_timesteps == 384
+    assert SB3Agent.load(run_dir, tiny_env()).model.num_timesteps == 384
     config = yaml.safe_load((run_dir / "config.yml").read_text())
     assert config["total_timesteps"] == 384 and config["resumes"][0]["from_timesteps"] == 256
     assert np.load(run_dir / "eval" / "evaluations.npz")["timesteps"].tolist() == [128, 256, 384]
@@ -281,8 +367,22 @@ def test_reinforce_run_and_extension(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path: Path) -> None:
     run_dir = tmp_path / "interrupted"
-    argv = [sys.executable, str(ROOT / "train_agent.py"), "--run-dir", str(run_dir), "--timesteps", "100000", "--n-envs", "2",
-            "--env-kwargs", TINY_JSON, "--hyperparams", "n_steps=32", "batch_size=32", *FAST_EVAL]
+    argv = [
+        sys.executable,
+        str(ROOT / "train_agent.py"),
+        "--run-dir",
+        str(run_dir),
+        "--timesteps",
+        "100000",
+        "--n-envs",
+        "2",
+        "--env-kwargs",
+        TINY_JSON,
+        "--hyperparams",
+        "n_steps=32",
+        "batch_size=32",
+        *FAST_EVAL,
+    ]
     process = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 90
     while newest_recorded_checkpoint(run_dir) is None and time.monotonic() < deadline:
@@ -296,7 +396,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path: Path) -> None:
     assert f"Resume with: python train_agent.py --resume --run-dir {run_dir}" in out
     done = newest_recorded_checkpoint(run_dir)
     assert done is not None and done % 64 == 0  # taken between updates (rollouts of 32 steps x 2 envs)
-    assert f"checkpoint saved at {done:,} of 100,000 steps" in out
+    assert f"checkpoint saved at {done:,} of 100,032 steps" in out
     assert (run_dir / "checkpoints" / f"rl_model_vecnormalize_{done}_steps.pkl").is_file()
     assert not (run_dir / "final_model.zip").exists()
 
@@ -313,5 +413,5 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path: Path) -> None:
 def test_bad_input_from_the_command_line_has_no_traceback(tmp_path: Path) -> None:
     result = run_cli("--algo", "nope", cwd=tmp_path, timeout=60)
     assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr.startswith("error: unknown algorithm 'nope'") and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("error: --algo 'nope' is unknown") and result.stderr.count("\n") == 1
     assert not (tmp_path / "runs").exists()

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import pickle
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -23,7 +24,7 @@ from dus_env import TINY_OVERRIDES, DUSVectorEnv
 
 ALL_ENV_IDS = list(dus_env.ENV_IDS)
 SYNTHETIC = "dus_env/Synthetic-v0"
-T = int(TINY_OVERRIDES["decision_steps"])  # type: ignore[call-overload]
+T = int(TINY_OVERRIDES["decision_steps"])
 #: Float noise allowed between a batched computation and the single env's (different matrix shapes).
 ATOL = 1e-5
 
@@ -550,8 +551,14 @@ def test_non_finite_action_names_the_env_and_changes_nothing(env: int, value: fl
 @pytest.mark.parametrize(
     "actions",
     [
-        np.zeros((3, 3)), np.zeros((2, 2)), np.zeros(2), np.zeros(3), np.zeros((3, 2, 1)), 0.0,
-        [["a", "b"]] * 3, [[0.0, 0.0], [0.0], [0.0, 0.0]],
+        np.zeros((3, 3)),
+        np.zeros((2, 2)),
+        np.zeros(2),
+        np.zeros(3),
+        np.zeros((3, 2, 1)),
+        0.0,
+        [["a", "b"]] * 3,
+        [[0.0, 0.0], [0.0], [0.0, 0.0]],
     ],
     ids=["N,M+1", "N-1,M", "M", "N", "N,M,1", "scalar", "strings", "ragged"],
 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -40,9 +41,13 @@ def main() -> None:
         labels = view_labels
         arrays[view] = features
     assert labels is not None
-    np.savez_compressed(args.target, labels=labels.astype(np.uint8), **arrays)
-    print(f"wrote {args.target} ({args.target.stat().st_size / 1e6:.2f} MB): "
-          + ", ".join(f"{v} {a.shape[1]}x{a.dtype}" for v, a in arrays.items()))
+    # Any: numpy's stub types **kwds beside the keyword allow_pickle: bool, which a dict[str, ndarray] cannot match.
+    payload: dict[str, Any] = {"labels": labels.astype(np.uint8), **arrays}
+    np.savez_compressed(args.target, **payload)
+    print(
+        f"wrote {args.target} ({args.target.stat().st_size / 1e6:.2f} MB): "
+        + ", ".join(f"{v} {a.shape[1]}x{a.dtype}" for v, a in arrays.items())
+    )
 
 
 if __name__ == "__main__":

@@ -6,20 +6,25 @@ the chosen scalars against environment steps, one panel per scalar, one line per
     python tools/plot_learning_curves.py runs/ppo_Synthetic-v0_0 runs/a2c_Synthetic-v0_0 \\
         --out docs/img/curves_synthetic.png
     python tools/plot_learning_curves.py runs/* --scalars dus/episode_test_accuracy rollout/ep_rew_mean
+
+Every point is marked, so a run with a single logged value (a run shorter than ``--eval-freq``)
+still shows; a run that logged none of a panel's scalars is named on stderr, and the summary counts
+the lines drawn, not the folders given.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+import matplotlib.pyplot as plt
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from agents.results import atomic_output  # noqa: E402
+from agents.results import atomic_output
 
 #: The panels of the figures in the docs: in-training evaluation accuracy, training-episode test
 #: accuracy, and the share of the samples modality 0 got.
@@ -45,26 +50,43 @@ def read_scalars(run_dir: Path, tags: tuple[str, ...]) -> dict[str, tuple[list[i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path, help="run folders written by train_agent.py")
-    parser.add_argument("--scalars", nargs="+", default=list(DEFAULT_SCALARS), metavar="TAG",
-                        help=f"TensorBoard tags to plot, one panel each (default: {' '.join(DEFAULT_SCALARS)})")
+    parser.add_argument(
+        "--scalars",
+        nargs="+",
+        default=list(DEFAULT_SCALARS),
+        metavar="TAG",
+        help=f"TensorBoard tags to plot, one panel each (default: {' '.join(DEFAULT_SCALARS)})",
+    )
     parser.add_argument("--out", type=Path, default=Path("learning_curves.png"))
     args = parser.parse_args()
     tags = tuple(args.scalars)
     figure, axes = plt.subplots(1, len(tags), figsize=(5 * len(tags), 3.6), squeeze=False)
-    for run in args.runs:
+    lines = 0
+    for run, label in zip(args.runs, run_labels(args.runs)):
         data = read_scalars(run, tags)
+        missing = [tag for tag in tags if tag not in data]
+        if missing:
+            print(f"note: {run} logged no {', '.join(missing)}: no line for it there", file=sys.stderr)
         for axis, tag in zip(axes[0], tags):
             if tag in data:
-                axis.plot(*data[tag], label=run.name)
+                axis.plot(*data[tag], marker=".", label=label)
+                lines += 1
     for axis, tag in zip(axes[0], tags):
         axis.set_title(tag)
         axis.set_xlabel("environment steps")
         axis.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+        if axis.lines:
+            axis.legend(fontsize=7)
     figure.tight_layout()
     with atomic_output(args.out, binary=True) as handle:
         figure.savefig(handle, format="png", dpi=110)
-    print(f"wrote {args.out} ({len(args.runs)} runs, scalars: {', '.join(tags)})")
+    print(f"wrote {args.out} ({len(args.runs)} runs, {lines} lines over {len(tags)} panels: {', '.join(tags)})")
+
+
+def run_labels(runs: list[Path]) -> list[str]:
+    """Each run's folder name, or its whole path where two runs share a name (``a/ppo_0``, ``b/ppo_0``)."""
+    names = [run.name for run in runs]
+    return [str(run) if names.count(run.name) > 1 else run.name for run in runs]
 
 
 if __name__ == "__main__":

@@ -20,18 +20,35 @@ from agents.benchmark import format_pvalue
 def env_table(rows: pd.DataFrame, against: str | None) -> str:
     modalities = sorted(int(c.split("_")[1]) for c in rows.columns if c.startswith("modality_") and c.endswith("_accuracy_mean_pct"))
     modalities = [j for j in modalities if rows[f"modality_{j}_accuracy_mean_pct"].notna().any()]
-    header = ["agent", "fused test acc %", "95% CI", *[f"modality {j} %" for j in modalities], "gap pts",
-              "Δ vs baseline (pts)", "p (paired t)", "p (Wilcoxon)"]
+    header = [
+        "agent",
+        "fused test acc %",
+        "95% CI",
+        *[f"modality {j} %" for j in modalities],
+        "gap pts",
+        "Δ vs baseline (pts)",
+        "p (paired t)",
+        "p (Wilcoxon)",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     reference = rows.set_index("agent")["fused_accuracy_mean_pct"].get(against) if against else None
     for _, row in rows.iterrows():
-        delta = "—" if pd.isna(row["diff_vs_baseline_mean_pts"]) else (
-            f"{row['diff_vs_baseline_mean_pts']:+.2f} [{row['diff_vs_baseline_ci_low_pts']:+.2f}, {row['diff_vs_baseline_ci_high_pts']:+.2f}]"
+        delta = (
+            "—"
+            if pd.isna(row["diff_vs_baseline_mean_pts"])
+            else (
+                f"{row['diff_vs_baseline_mean_pts']:+.2f} "
+                f"[{row['diff_vs_baseline_ci_low_pts']:+.2f}, {row['diff_vs_baseline_ci_high_pts']:+.2f}]"
+            )
         )
         cells = [
             f"`{row['agent']}`",
             f"{row['fused_accuracy_mean_pct']:.2f} ± {row['fused_accuracy_std_pct']:.2f}"
-            + (f" ({row['fused_accuracy_mean_pct'] - reference:+.2f} vs {against})" if reference is not None and row["agent"] != against else ""),
+            + (
+                f" ({row['fused_accuracy_mean_pct'] - reference:+.2f} vs {against})"
+                if reference is not None and row["agent"] != against
+                else ""
+            ),
             f"[{row['fused_accuracy_ci_low_pct']:.2f}, {row['fused_accuracy_ci_high_pct']:.2f}]",
             *[f"{row[f'modality_{j}_accuracy_mean_pct']:.1f} ± {row[f'modality_{j}_accuracy_std_pct']:.1f}" for j in modalities],
             f"{row['modality_gap_mean_pts']:.1f}",

@@ -150,7 +150,9 @@ class RowStreams:
         device = self.device
         start = torch.as_tensor(self.positions[:, stream], device=device).view(-1, 1, 1)
         step = torch.as_tensor(counts, device=device).view(-1, 1, 1)
-        offsets = (start + step * torch.arange(repeats, device=device).view(1, -1, 1) + torch.arange(width, device=device)).view(len(counts), -1)
+        offsets = (start + step * torch.arange(repeats, device=device).view(1, -1, 1) + torch.arange(width, device=device)).view(
+            len(counts), -1
+        )
         limit = torch.as_tensor(current, device=device).unsqueeze(1)
         in_next = offsets >= limit
         offsets = torch.where(in_next, offsets - limit, offsets).clamp_(max=self.split.capacity - 1)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 
@@ -50,9 +50,14 @@ def evaluate_split(model: StackedModel, split: StackedSplit, envs: torch.Tensor 
     :param envs: int64 ``[k]``, the envs to evaluate; ``None`` = all.
     """
     parts = [_evaluate(model, split, index) for index in env_chunks(model, split, envs)]
-    return StackedEvaluation(*(torch.cat(values) for values in zip(*(
-        (p.fused_accuracy, p.fused_balanced_accuracy, p.modality_accuracies, p.modality_balanced_accuracies) for p in parts
-    ))))
+    return StackedEvaluation(
+        *(
+            torch.cat(values)
+            for values in zip(
+                *((p.fused_accuracy, p.fused_balanced_accuracy, p.modality_accuracies, p.modality_balanced_accuracies) for p in parts)
+            )
+        )
+    )
 
 
 def _evaluate(model: StackedModel, split: StackedSplit, envs: torch.Tensor | slice) -> StackedEvaluation:

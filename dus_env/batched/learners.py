@@ -32,6 +32,7 @@ then only the forward pass, the loss, the backward pass and the optimizer update
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,7 +97,7 @@ def masked_mean(values: torch.Tensor, valid: torch.Tensor | None, counts: torch.
     return values.masked_fill(~mask, 0.0).sum(dim=1) / counts.view(-1, *([1] * (values.ndim - 2)))
 
 
-class _Learner:
+class _Learner(ABC):
     """What every learner holds: the stacked model, its optimizer, the training split and its row streams."""
 
     def __init__(self, model: StackedModel, optimizer: StackedOptimizer, train: StackedSplit, n_streams: int, order: EpochOrder) -> None:
@@ -114,6 +115,10 @@ class _Learner:
         self.streams.reset_envs(envs, keys)
         self.iterations[envs] = 0
         self.optimizer.reset_envs(torch.as_tensor(envs, device=self.device))
+
+    @abstractmethod
+    def run(self, quantities: np.ndarray, repeats: int) -> IterationRecord:
+        """``repeats`` iterations of every env with quantities int64 ``[N, M]``: one decision step."""
 
     def _start_decision(self, repeats: int) -> None:
         """Let the row order measure and redraw before the step's rows are drawn."""
@@ -134,7 +139,9 @@ class _Learner:
             width = int(quantities[:, j].max())
             rows = self.streams.take(j, quantities[:, j], width, repeats)
             counts = torch.as_tensor(quantities[:, j], device=self.device)
-            batches.append(ModalityBatches(self.train.gather(j, rows), self.train.gather_labels(rows), self._valid(quantities[:, j], width), counts))
+            batches.append(
+                ModalityBatches(self.train.gather(j, rows), self.train.gather_labels(rows), self._valid(quantities[:, j], width), counts)
+            )
         return batches
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor, batch: ModalityBatches) -> torch.Tensor:
@@ -222,9 +229,9 @@ class JointLearner(_Learner):
             members = order[:, :, j, :n_most]
             valid = self._valid(quantities[:, j], n_most)
             target = members if valid is None else torch.where(valid.unsqueeze(1), members, width)
-            batches.append(ModalityBatches(
-                self.train.gather(j, rows.gather(2, members)), labels.gather(2, members), valid, counts, target + dump
-            ))
+            batches.append(
+                ModalityBatches(self.train.gather(j, rows.gather(2, members)), labels.gather(2, members), valid, counts, target + dump)
+            )
         return batches
 
 
@@ -237,8 +244,17 @@ class OGMGELearner(JointLearner):
     stream (domain ``GRADIENT_NOISE``), so it is reproducible and independent of the batch.
     """
 
-    def __init__(self, model: StackedModel, optimizer: StackedOptimizer, train: StackedSplit, order: EpochOrder,
-                 alpha: float, start: int, end: int | None, enhancement: bool) -> None:
+    def __init__(
+        self,
+        model: StackedModel,
+        optimizer: StackedOptimizer,
+        train: StackedSplit,
+        order: EpochOrder,
+        alpha: float,
+        start: int,
+        end: int | None,
+        enhancement: bool,
+    ) -> None:
         super().__init__(model, optimizer, train, order)
         self.alpha, self.start, self.end, self.enhancement = alpha, start, end, enhancement
 
@@ -249,9 +265,10 @@ class OGMGELearner(JointLearner):
         active = (iteration >= self.start) & (iteration <= (self.end if self.end is not None else np.iinfo(np.int64).max))
         if not active.any():
             return
-        scores = torch.stack([
-            masked_mean(true_class_probability(z, batch.labels[:, k]), batch.valid, batch.counts) for z, batch in zip(logits, batches)
-        ], dim=-1)
+        scores = torch.stack(
+            [masked_mean(true_class_probability(z, batch.labels[:, k]), batch.valid, batch.counts) for z, batch in zip(logits, batches)],
+            dim=-1,
+        )
         on = torch.as_tensor(active, device=self.device)
         coefficients = torch.where(on.unsqueeze(1), ogm_ge_coefficients(scores, self.alpha), 1.0)
         grads = [(j, index, layer.weight.grad) for j, encoder in enumerate(model.encoders) for index, layer in enumerate(encoder)]
@@ -372,8 +389,16 @@ class MIELearner(_InTurnLearner):
 
     records_inputs = True
 
-    def __init__(self, model: StackedModel, optimizer: StackedOptimizer, train: StackedSplit, order: EpochOrder,
-                 rho: float, alpha: float, flat_ratio: float) -> None:
+    def __init__(
+        self,
+        model: StackedModel,
+        optimizer: StackedOptimizer,
+        train: StackedSplit,
+        order: EpochOrder,
+        rho: float,
+        alpha: float,
+        flat_ratio: float,
+    ) -> None:
         super().__init__(model, optimizer, train, order)
         self.rho, self.alpha, self.flat_ratio = rho, alpha, flat_ratio
         n_envs = model.n_envs
@@ -474,8 +499,16 @@ def make_learner(config: EnvConfig, model: StackedModel, optimizer: StackedOptim
     if learner.kind == "joint":
         return JointLearner(model, optimizer, train, order)
     if learner.kind == "ogm_ge":
-        return OGMGELearner(model, optimizer, train, order, learner.ogm_alpha, learner.modulation_start,
-                            learner.modulation_end, learner.gaussian_enhancement)
+        return OGMGELearner(
+            model,
+            optimizer,
+            train,
+            order,
+            learner.ogm_alpha,
+            learner.modulation_start,
+            learner.modulation_end,
+            learner.gaussian_enhancement,
+        )
     if learner.kind in ("alternating", "mla"):
         return AlternatingLearner(model, optimizer, train, order, projection=learner.uses_projection)
     if learner.kind == "mie":

@@ -13,9 +13,9 @@ one contiguous range of it, which the alternating learners update alone.
 
 from __future__ import annotations
 
-from typing import Sequence
-
+import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,7 +114,7 @@ class StackedModel:
 
     def _encoder_shapes(self, input_dim: int) -> list[tuple[int, int]]:
         widths = (input_dim, *self.hidden_sizes, self.embedding_dim)
-        return list(zip(widths[:-1], widths[1:]))
+        return list(itertools.pairwise(widths))
 
     def _block(self, shape: tuple[int, ...]) -> torch.Tensor:
         """A parameter of every env: a contiguous block of ``flat`` whose gradient is the same block of ``grad``."""
@@ -122,9 +122,7 @@ class StackedModel:
         data = self.flat[self._offset : self._offset + size].view(self.n_envs, *shape)
         parameter = nn.Parameter(data)
         parameter.grad = self.grad[self._offset : self._offset + size].view(self.n_envs, *shape)
-        self._env_index_parts.append(
-            torch.arange(self.n_envs, device=self.flat.device).repeat_interleave(math.prod(shape))
-        )
+        self._env_index_parts.append(torch.arange(self.n_envs, device=self.flat.device).repeat_interleave(math.prod(shape)))
         self._offset += size
         return parameter
 

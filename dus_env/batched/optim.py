@@ -59,11 +59,13 @@ class StackedOptimizer:
             self._update(start, stop, int(counts[0, 0]), None)
         else:
             # Envs (or segments) at different step counts: per-element bias corrections.
-            per_element = torch.cat([
-                torch.as_tensor(self.steps[:, s], device=self.model.flat.device)[self.model.element_env[a:b]]
-                for s in segments
-                for a, b in [self.model.segments[s]]
-            ])
+            per_element = torch.cat(
+                [
+                    torch.as_tensor(self.steps[:, s], device=self.model.flat.device)[self.model.element_env[a:b]]
+                    for s in segments
+                    for a, b in [self.model.segments[s]]
+                ]
+            )
             self._update(start, stop, 0, per_element.double())
 
     def _update(self, start: int, stop: int, step: int, per_element_steps: torch.Tensor | None) -> None:
@@ -82,9 +84,19 @@ class StackedOptimizer:
             # PyTorch's fused CPU kernel: one pass over memory instead of eight (Adam's cost at large N
             # is memory traffic, not arithmetic). The step tensor holds the count after this update.
             torch._fused_adam_(
-                [params], [self.model.grad[start:stop]], [first], [second], [],
-                [torch.tensor(float(step), device=params.device)], lr=self.lr, beta1=beta1, beta2=beta2,
-                weight_decay=self.weight_decay, eps=ADAM_EPS, amsgrad=False, maximize=False,
+                [params],
+                [self.model.grad[start:stop]],
+                [first],
+                [second],
+                [],
+                [torch.tensor(float(step), device=params.device)],
+                lr=self.lr,
+                beta1=beta1,
+                beta2=beta2,
+                weight_decay=self.weight_decay,
+                eps=ADAM_EPS,
+                amsgrad=False,
+                maximize=False,
             )
             return
         first.lerp_(grad, 1.0 - beta1)

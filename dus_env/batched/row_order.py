@@ -53,7 +53,9 @@ class EpochOrder:
         whose next epochs must be redrawn."""
         return NO_ENVS
 
-    def sort_keys(self, envs: np.ndarray, epochs: np.ndarray, values: torch.Tensor, padding: torch.Tensor | None) -> tuple[torch.Tensor, np.ndarray]:
+    def sort_keys(
+        self, envs: np.ndarray, epochs: np.ndarray, values: torch.Tensor, padding: torch.Tensor | None
+    ) -> tuple[torch.Tensor, np.ndarray]:
         """Keys ``[k, R]`` whose ascending order is the epoch's row order for ``envs``, and how many of
         the rows the epoch visits (its first ones in that order).
 
@@ -99,7 +101,7 @@ class _BalanceOrder(EpochOrder):
             valid = positions < split.rows_device[chunk].unsqueeze(1)
             self._store(chunk, similarity, loss, valid)
 
-    def _store(self, envs: torch.Tensor, similarity: torch.Tensor, loss: torch.Tensor, valid: torch.Tensor) -> None:
+    def _store(self, envs: torch.Tensor | slice, similarity: torch.Tensor, loss: torch.Tensor, valid: torch.Tensor) -> None:
         raise NotImplementedError
 
 
@@ -118,7 +120,7 @@ class CurriculumOrder(_BalanceOrder):
             return np.arange(len(decisions))
         return measured
 
-    def _store(self, envs: torch.Tensor, similarity: torch.Tensor, loss: torch.Tensor, valid: torch.Tensor) -> None:
+    def _store(self, envs: torch.Tensor | slice, similarity: torch.Tensor, loss: torch.Tensor, valid: torch.Tensor) -> None:
         # A diverged model's NaN scores rank as the worst real rows, still before the padding rows
         # (a stable sort keeps row order among ties): padding never enters a pool.
         scores = curriculum_scores(similarity, loss, valid).nan_to_num(nan=math.inf).masked_fill(~valid, math.inf)
@@ -134,7 +136,9 @@ class CurriculumOrder(_BalanceOrder):
         rows = self.split.rows[envs]
         return np.minimum(np.maximum(np.floor(rows * fractions).astype(np.int64), self.min_pool), rows)
 
-    def sort_keys(self, envs: np.ndarray, epochs: np.ndarray, values: torch.Tensor, padding: torch.Tensor | None) -> tuple[torch.Tensor, np.ndarray]:
+    def sort_keys(
+        self, envs: np.ndarray, epochs: np.ndarray, values: torch.Tensor, padding: torch.Tensor | None
+    ) -> tuple[torch.Tensor, np.ndarray]:
         pools = self.pool_sizes(envs, epochs)
         index = torch.as_tensor(envs, device=values.device)
         outside = self.ranks[index] >= torch.as_tensor(pools, device=values.device).unsqueeze(1)
@@ -149,12 +153,14 @@ class AdaptiveOrder(_BalanceOrder):
         #: Each row's draw weight (0 for padding rows).
         self.weights = torch.zeros(len(split.rows), split.capacity, dtype=torch.float64, device=split.labels.device)
 
-    def _store(self, envs: torch.Tensor, similarity: torch.Tensor, loss: torch.Tensor, valid: torch.Tensor) -> None:
+    def _store(self, envs: torch.Tensor | slice, similarity: torch.Tensor, loss: torch.Tensor, valid: torch.Tensor) -> None:
         # A diverged model's NaN weights become uniform ones, so its real rows still come before padding.
         weights = adaptive_weights(similarity.double(), loss.double(), valid).nan_to_num(nan=1.0)
         self.weights[envs] = weights.masked_fill(~valid, 0.0)
 
-    def sort_keys(self, envs: np.ndarray, epochs: np.ndarray, values: torch.Tensor, padding: torch.Tensor | None) -> tuple[torch.Tensor, np.ndarray]:
+    def sort_keys(
+        self, envs: np.ndarray, epochs: np.ndarray, values: torch.Tensor, padding: torch.Tensor | None
+    ) -> tuple[torch.Tensor, np.ndarray]:
         weights = self.weights[torch.as_tensor(envs, device=values.device)]
         # A zero weight (padding) gives +inf: last.
         keys = -torch.log(to_uniform(values)) / weights

@@ -23,7 +23,7 @@ Two schedulers use it:
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch.nn import functional as F
@@ -44,8 +44,9 @@ def balance_measures(modality_logits: Sequence[torch.Tensor] | torch.Tensor, lab
         raise ValueError(f"balance_measures needs at least 2 modalities, got {len(logits)}")
     for j, z in enumerate(logits):
         if z.shape[:-1] != labels.shape:
-            raise ValueError(f"modality_logits[{j}] has shape {tuple(z.shape)}: expected {tuple(labels.shape)} + (n_classes,), "
-                             "one row per label")
+            raise ValueError(
+                f"modality_logits[{j}] has shape {tuple(z.shape)}: expected {tuple(labels.shape)} + (n_classes,), one row per label"
+            )
     probabilities = [torch.softmax(z, dim=-1) for z in logits]
     pairs = [(a, b) for i, a in enumerate(probabilities) for b in probabilities[i + 1 :]]
     similarity = torch.stack([F.cosine_similarity(a, b, dim=-1) for a, b in pairs]).mean(dim=0)

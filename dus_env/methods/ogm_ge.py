@@ -27,7 +27,7 @@ the paper's ratio of sums.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn

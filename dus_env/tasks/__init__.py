@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -13,9 +13,9 @@ from .mfeat import MFEAT_VIEWS, MFeatTaskConfig, build_mfeat_task
 from .mixture import MixtureTaskConfig, build_mixture_task
 from .synthetic import SyntheticTaskConfig, build_synthetic_task
 
-TaskConfig = Union[SyntheticTaskConfig, MFeatTaskConfig, FeaturesTaskConfig, MixtureTaskConfig]
+TaskConfig = SyntheticTaskConfig | MFeatTaskConfig | FeaturesTaskConfig | MixtureTaskConfig
 
-TASK_CONFIGS: dict[str, type] = {
+TASK_CONFIGS: dict[str, type[TaskConfig]] = {
     "synthetic": SyntheticTaskConfig,
     "mfeat": MFeatTaskConfig,
     "features": FeaturesTaskConfig,

@@ -7,8 +7,8 @@ and then only indexed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Mapping
 
 import numpy as np
 import torch
@@ -49,30 +49,30 @@ class Task:
         """Per modality, how many feature columns carry data (the rest is zero padding)."""
         return self.data_widths if self.data_widths is not None else self.feature_dims
 
-    def with_parameters(self, parameters: Mapping[str, np.ndarray]) -> "Task":
+    def with_parameters(self, parameters: Mapping[str, np.ndarray]) -> Task:
         """This task with its instance parameters recorded."""
         return replace(self, parameters=dict(parameters))
 
-    def permuted(self, order: np.ndarray) -> "Task":
+    def permuted(self, order: np.ndarray) -> Task:
         """The same task with its modalities presented in ``order``: modality ``j`` is ``self``'s ``order[j]``.
 
         Features, names and per-modality parameters move together, so everything built from the
         task (observation slots, action components, ``info``) follows the same order.
         """
-        order = [int(j) for j in order]
+        positions = [int(j) for j in order]
 
         def split(s: Split) -> Split:
-            return Split(tuple(s.features[j] for j in order), s.labels)
+            return Split(tuple(s.features[j] for j in positions), s.labels)
 
-        parameters = {k: (v[order] if v.ndim == 1 else v) for k, v in self.parameters.items()}
+        parameters = {k: (v[positions] if v.ndim == 1 else v) for k, v in self.parameters.items()}
         return replace(
             self,
-            modality_names=tuple(self.modality_names[j] for j in order),
+            modality_names=tuple(self.modality_names[j] for j in positions),
             train=split(self.train),
             val=split(self.val),
             test=split(self.test),
             parameters=parameters,
-            data_widths=None if self.data_widths is None else tuple(self.data_widths[j] for j in order),
+            data_widths=None if self.data_widths is None else tuple(self.data_widths[j] for j in positions),
         )
 
     @property
@@ -95,8 +95,8 @@ def stratified_split(
     train, val, test = [], [], []
     for label in np.unique(labels):
         rows = rng.permutation(np.flatnonzero(labels == label))
-        n_val = max(1, int(round(val_fraction * len(rows))))
-        n_test = max(1, int(round(test_fraction * len(rows))))
+        n_val = max(1, round(val_fraction * len(rows)))
+        n_test = max(1, round(test_fraction * len(rows)))
         if n_val + n_test >= len(rows):
             raise ValueError(
                 f"class {int(label)} has only {len(rows)} samples: too few for val_fraction="

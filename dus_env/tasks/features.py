@@ -128,9 +128,7 @@ def _read_validated(path: str, mtime: int, modalities: tuple[str, ...] | None) -
     features = tuple(_validated_modality(path, name, arrays[MODALITY_PREFIX + name], len(labels)) for name in names)
     n_classes = _validated_n_classes(path, arrays.get("n_classes"), labels)
     if labels.max() >= n_classes:
-        raise FeatureFileError(
-            f"features file {path!r}: labels out of range, max label {int(labels.max())} >= n_classes={n_classes}"
-        )
+        raise FeatureFileError(f"features file {path!r}: labels out of range, max label {int(labels.max())} >= n_classes={n_classes}")
     if n_classes < 2:
         raise FeatureFileError(f"features file {path!r}: needs at least 2 classes, found {n_classes}")
     split = _validated_split(path, arrays.get("split"), len(labels))
@@ -141,9 +139,9 @@ def _validated_labels(path: str, arrays: dict[str, np.ndarray]) -> np.ndarray:
     labels = arrays["labels"]
     if labels.ndim != 1:
         raise FeatureFileError(f"features file {path!r}: 'labels' must be 1-D, got shape {labels.shape}")
-    if not np.issubdtype(labels.dtype, np.integer):
-        if not np.issubdtype(labels.dtype, np.floating) or not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
-            raise FeatureFileError(f"features file {path!r}: 'labels' must hold integer class ids, got dtype {labels.dtype}")
+    whole_floats = np.issubdtype(labels.dtype, np.floating) and np.all(np.isfinite(labels)) and np.all(labels == np.round(labels))
+    if not (np.issubdtype(labels.dtype, np.integer) or whole_floats):
+        raise FeatureFileError(f"features file {path!r}: 'labels' must hold integer class ids, got dtype {labels.dtype}")
     labels = labels.astype(np.int64)
     if labels.size == 0:
         raise FeatureFileError(f"features file {path!r}: 'labels' is empty")
@@ -172,13 +170,13 @@ def _validated_modality(path: str, name: str, x: np.ndarray, n_samples: int) -> 
     if x.ndim != 2:
         raise FeatureFileError(f"features file {path!r}: {key!r} must be 2-D [samples, features], got shape {x.shape}")
     if x.shape[0] != n_samples:
-        raise FeatureFileError(
-            f"features file {path!r}: mismatched lengths, {key!r} has {x.shape[0]} rows but 'labels' has {n_samples}"
-        )
+        raise FeatureFileError(f"features file {path!r}: mismatched lengths, {key!r} has {x.shape[0]} rows but 'labels' has {n_samples}")
     if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
         raise FeatureFileError(f"features file {path!r}: {key!r} must be numeric, got dtype {x.dtype}")
     if x.shape[1] == 0:
-        raise FeatureFileError(f"features file {path!r}: {key!r} has no features (shape {x.shape}): every modality needs at least one column")
+        raise FeatureFileError(
+            f"features file {path!r}: {key!r} has no features (shape {x.shape}): every modality needs at least one column"
+        )
     # The model trains in float32: a finite float64 value beyond about 3.4e38 would become inf there.
     with np.errstate(over="ignore"):
         bad = ~np.isfinite(x.astype(np.float32))
@@ -195,9 +193,7 @@ def _validated_split(path: str, split: np.ndarray | None, n_samples: int) -> np.
     if split is None:
         return None
     if split.shape != (n_samples,) or not np.isin(split, (0, 1, 2)).all():
-        raise FeatureFileError(
-            f"features file {path!r}: 'split' must be shape [{n_samples}] with values 0 (train), 1 (val), 2 (test)"
-        )
+        raise FeatureFileError(f"features file {path!r}: 'split' must be shape [{n_samples}] with values 0 (train), 1 (val), 2 (test)")
     for code, part in enumerate(("train", "validation", "test")):
         if not np.any(split == code):
             raise FeatureFileError(f"features file {path!r}: 'split' leaves the {part} split empty")
@@ -216,4 +212,4 @@ def build_features_task(config: FeaturesTaskConfig, rng: np.random.Generator) ->
             splits = stratified_split(data.labels, config.val_fraction, config.test_fraction, rng)
         except ValueError as error:
             raise FeatureFileError(f"features file {config.path!r}: {error}") from None
-    return make_task("features", data.modality_names, list(data.features), data.labels, data.n_classes, splits, config.standardize)  # type: ignore[arg-type]
+    return make_task("features", data.modality_names, list(data.features), data.labels, data.n_classes, splits, config.standardize)

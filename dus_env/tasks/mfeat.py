@@ -114,9 +114,8 @@ def _check_view_set(owner: str, views: tuple, view_set: tuple) -> None:
 @lru_cache(maxsize=1)
 def load_mfeat_arrays() -> dict[str, np.ndarray]:
     """The packed views and labels, read once per process (about 2 MB)."""
-    with resources.files("dus_env.data").joinpath("mfeat.npz").open("rb") as handle:
-        with np.load(handle) as archive:
-            return {key: archive[key] for key in archive.files}
+    with resources.files("dus_env.data").joinpath("mfeat.npz").open("rb") as handle, np.load(handle) as archive:
+        return {key: archive[key] for key in archive.files}
 
 
 def build_mfeat_task(config: MFeatTaskConfig, rng: np.random.Generator) -> Task:
@@ -150,4 +149,3 @@ def mfeat_view_widths(views: tuple[str, ...]) -> tuple[int, ...]:
     """The feature width of each view."""
     arrays = load_mfeat_arrays()
     return tuple(int(arrays[view].shape[1]) for view in views)
-

@@ -49,8 +49,12 @@ class MixtureTaskConfig:
         object.__setattr__(self, "components", components)
         for name, values in (("n_modalities", {c.n_modalities for c in components}), ("n_classes", {c.n_classes for c in components})):
             if len(values) > 1:
-                fail(owner, "components", [c.kind for c in components],
-                     f"every component needs the same {name} (one model shape), got {sorted(values)}")
+                fail(
+                    owner,
+                    "components",
+                    [c.kind for c in components],
+                    f"every component needs the same {name} (one model shape), got {sorted(values)}",
+                )
         if self.weights is not None:
             weights = tuple(as_tuple(owner, "weights", self.weights))
             if len(weights) != len(components):
@@ -75,7 +79,7 @@ class MixtureTaskConfig:
 
     def max_split_sizes(self) -> tuple[int, int, int]:
         sizes = [c.max_split_sizes() for c in self.components]
-        return tuple(max(s[i] for s in sizes) for i in range(3))  # type: ignore[return-value]
+        return tuple(max(s[i] for s in sizes) for i in range(3))
 
     def width(self) -> int:
         """The common feature width every instance is padded to."""

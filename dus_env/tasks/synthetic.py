@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +32,7 @@ from ..validation import MAX_SCALE, as_tuple, check_float, check_int, check_leng
 from .base import Task, make_task
 
 #: A per-modality value: fixed, or a ``(low, high)`` range drawn per instance.
-Ranged = Union[float, tuple[float, float]]
+Ranged = float | tuple[float, float]
 
 
 def _as_range(owner: str, name: str, value: Any) -> Ranged:
