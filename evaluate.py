@@ -17,7 +17,7 @@ Agent specs (NAME=SPEC sets the display name):
 
 Examples:
   python evaluate.py                                   # uniform, random, heuristic on Synthetic-v0
-  python evaluate.py --suite smoke                     # a named suite from suites.yml (seconds)
+  python evaluate.py --suite smoke                     # a named suite from agents/suites.yml (seconds)
   python evaluate.py --agents uniform heuristic ppo:runs/ppo_{env}_0 \\
       --envs Synthetic-v0 dus_env/MFeat-v0 --seeds 10 --workers 2   # ids with or without dus_env/
   python evaluate.py --agents uniform heuristic:0.05 --env-kwargs decision_steps=10 learner.hidden_sizes=[32]
@@ -56,6 +56,7 @@ import tyro
 import yaml
 from tqdm import tqdm
 
+import agents
 from agents.benchmark import (
     ALPHA,
     CONFIDENCE,
@@ -86,7 +87,8 @@ from agents.rollout import EpisodeResult
 from agents.trust import ENV_VAR
 from dus_env.validation import ConfigError
 
-SUITES_FILE = Path(__file__).resolve().parent / "suites.yml"
+#: The named suites shipped with the package (``agents/suites.yml``, installed with it).
+SUITES_FILE = Path(agents.__file__).resolve().parent / "suites.yml"
 
 
 #: ``--env-kwargs``: one JSON object or ``key=value`` items (:func:`agents.cli.parse_env_kwargs`), parsed by tyro into a dict.
@@ -170,13 +172,17 @@ def parse_args(argv: Sequence[str] | None = None) -> Args:
 
 
 def _option_value(argv: Sequence[str], flag: str) -> str | None:
-    """The value of ``flag`` in ``argv`` (``--suite main`` or ``--suite=main``; the last one wins, as in the parser)."""
+    """The value of ``flag`` in ``argv`` (``--suite main`` or ``--suite=main``, and ``--suites_file`` as
+    tyro accepts it for ``--suites-file``; the last one wins, as in the parser)."""
+    spellings = {flag, flag.replace("-", "_").replace("__", "--", 1)}
     value = None
     for i, token in enumerate(argv):
-        if token == flag and i + 1 < len(argv):
-            value = argv[i + 1]
-        elif token.startswith(flag + "="):
-            value = token.split("=", 1)[1]
+        name, has_value, text = token.partition("=")
+        if name in spellings:
+            if has_value:
+                value = text
+            elif i + 1 < len(argv):
+                value = argv[i + 1]
     return value
 
 

@@ -166,10 +166,16 @@ class DUSEvalCallback(EvalCallback):
 
     The eval env has one env per episode, reseeded with ``eval_seed`` before every evaluation, so
     episode ``i`` always runs on seed ``eval_seed + i``: evaluations compare policies on the same
-    training instances. ``EvalCallback`` syncs the ``VecNormalize`` statistics itself. At the end of
-    training the final policy is evaluated too, unless the last evaluation was at the final step
-    count, so every run has ``eval/evaluations.npz`` and ``best_model/`` (``eval_freq`` 0: that
-    evaluation only).
+    training instances. ``EvalCallback`` syncs the ``VecNormalize`` statistics itself.
+
+    Evaluations run between policy updates, as checkpoints are taken (:class:`UpdateCheckpointCallback`):
+    at the start of the first rollout at or after every ``eval_freq`` env steps, so the row logged at
+    ``N`` steps is the policy that has learned from exactly ``N`` steps. (SB3's ``EvalCallback``
+    evaluates inside a rollout, with the weights of before that rollout's update.) At the end of
+    training the final policy is evaluated too, so every run has ``eval/evaluations.npz`` and
+    ``best_model/`` (``eval_freq`` 0: that evaluation only).
+
+    :param eval_freq: env steps between evaluations (0: only at the end).
     """
 
     def __init__(self, eval_env: VecEnv, log: EvaluationLog, eval_seed: int, eval_freq: int, best_dir: Path) -> None:
@@ -177,7 +183,7 @@ class DUSEvalCallback(EvalCallback):
             eval_env,
             callback_on_new_best=SaveBestCallback(best_dir),
             n_eval_episodes=eval_env.num_envs,
-            eval_freq=eval_freq,
+            eval_freq=1,  # EvalCallback evaluates when called; this class decides when to call it
             log_path=None,
             best_model_save_path=None,
             deterministic=True,
@@ -185,35 +191,35 @@ class DUSEvalCallback(EvalCallback):
         )
         self.log = log
         self.eval_seed = eval_seed
+        self.every = eval_freq
         self.best_mean_reward = log.best_mean_return
         self._episodes: list[tuple[float, int, float]] = []
+        self._next: int | None = None
 
     def _init_callback(self) -> None:
         super()._init_callback()
         # After a resume, keep evaluating at multiples of eval_freq env steps, as an unbroken run would.
-        self.n_calls = self.model.num_timesteps // self.training_env.num_envs
+        self._next = next_multiple(self.model.num_timesteps, self.every)
 
     def _on_step(self) -> bool:
-        due = self.eval_freq > 0 and self.n_calls % self.eval_freq == 0
-        if due:
-            self.eval_env.seed(self.eval_seed)
-            self._episodes = []
-        keep_going = super()._on_step()
-        if due:
-            returns, lengths, accuracies = (list(column) for column in zip(*self._episodes))
-            self.log.add(self.num_timesteps, returns, lengths, accuracies)
-        return keep_going
+        return True
+
+    def _on_rollout_start(self) -> None:
+        if self._next is not None and self.num_timesteps >= self._next:
+            self._evaluate()
+            self._next = next_multiple(self.num_timesteps, self.every)
 
     def _on_training_end(self) -> None:
-        if self.log.timesteps and self.log.timesteps[-1] == self.num_timesteps:
-            return
-        # EvalCallback evaluates when n_calls is a multiple of eval_freq: 1 makes this call one.
-        every = self.eval_freq
-        self.eval_freq = 1
-        try:
-            self._on_step()
-        finally:
-            self.eval_freq = every
+        if not (self.log.timesteps and self.log.timesteps[-1] == self.num_timesteps):
+            self._evaluate()
+
+    def _evaluate(self) -> None:
+        """One evaluation of the current policy (``EvalCallback._on_step`` with ``eval_freq`` 1), logged at ``num_timesteps``."""
+        self.eval_env.seed(self.eval_seed)
+        self._episodes = []
+        super()._on_step()
+        returns, lengths, accuracies = (list(column) for column in zip(*self._episodes))
+        self.log.add(self.num_timesteps, returns, lengths, accuracies)
 
     def _log_success_callback(self, locals_: dict[str, Any], globals_: dict[str, Any]) -> None:
         super()._log_success_callback(locals_, globals_)

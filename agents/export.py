@@ -6,6 +6,7 @@ through ``dus_env.sampler.DUSSampler`` or ``agents.exported.ExportedPolicyAgent`
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,14 +29,19 @@ class SB3DeterministicActor(torch.nn.Module):
     * actor-critic policies (PPO, A2C, TRPO): features -> actor MLP -> mean action, ``tanh`` when
       the policy squashes its output (gSDE);
     * SAC / TQC: the actor's mean action through ``tanh`` (the mode of a squashed Gaussian);
-    * TD3 / DDPG: the actor itself, already deterministic.
+    * TD3 / DDPG: the actor itself, already deterministic;
+    * ARS (sb3-contrib): the policy's own forward, which for a ``Box`` action space is its
+      ``action_net`` (ending in ``tanh`` when the policy squashes, the ``MlpPolicy`` default;
+      ``LinearPolicy`` has no ``tanh``); ARS ignores ``deterministic``, its action has no noise.
 
-    Actions are clipped to ``[-1, 1]``, as ``predict`` clips them to the action space. Recurrent
+    Actions are clipped to ``[-1, 1]``, as ``predict`` clips them to the action space (a squashed
+    policy's ``[-1, 1]`` output is unscaled to the space, which is ``[-1, 1]`` itself). Recurrent
     policies are refused: the artifact is a feed-forward network without the LSTM state.
     """
 
     def __init__(self, policy: torch.nn.Module) -> None:
         super().__init__()
+        from sb3_contrib.ars.policies import ARSPolicy
         from stable_baselines3.common.policies import ActorCriticPolicy
 
         if hasattr(policy, "lstm_actor"):
@@ -46,12 +52,17 @@ class SB3DeterministicActor(torch.nn.Module):
         self.policy: Any = policy  # an SB3 policy of one of the kinds below; its parts are reached by name
         if isinstance(policy, ActorCriticPolicy):
             self.kind = "actor_critic"
+        elif isinstance(policy, ARSPolicy):
+            self.kind = "ars"
+            # ARS loads its weights as views of one flat vector; a deep copy gives each its own
+            # storage, as the torch.export archive expects (it warns about shared ones).
+            self.policy = copy.deepcopy(policy)
         elif hasattr(policy, "actor") and hasattr(policy.actor, "get_action_dist_params"):
             self.kind = "squashed_gaussian"
         elif hasattr(policy, "actor"):
             self.kind = "deterministic_actor"
         else:
-            raise TypeError(f"cannot export a {type(policy).__name__}: expected an actor-critic policy or one with an actor")
+            raise TypeError(f"cannot export a {type(policy).__name__}: expected an actor-critic policy, an ARS policy or one with an actor")
 
     def forward(self, observation: torch.Tensor) -> torch.Tensor:
         if self.kind == "actor_critic":
@@ -60,6 +71,8 @@ class SB3DeterministicActor(torch.nn.Module):
             actions = self.policy.action_net(self.policy.mlp_extractor.forward_actor(actor_features))
             if self.policy.squash_output:
                 actions = torch.tanh(actions)
+        elif self.kind == "ars":
+            actions = self.policy(observation)
         elif self.kind == "squashed_gaussian":
             mean_actions, _, _ = self.policy.actor.get_action_dist_params(observation)
             actions = torch.tanh(mean_actions)

@@ -58,10 +58,9 @@ from torch import nn
 
 from dus_env.validation import check_float, check_int, fail
 
-SelfReinforce = TypeVar("SelfReinforce", bound="Reinforce")
+from .seed_ranges import DUS_R_GROUP_SEEDS
 
-#: Reset seeds are drawn from ``[0, SEED_HIGH)``.
-SEED_HIGH = 2**31 - 1
+SelfReinforce = TypeVar("SelfReinforce", bound="Reinforce")
 
 
 class ReinforcePolicy(BasePolicy):
@@ -320,7 +319,7 @@ class Reinforce(BaseAlgorithm):
         assert self.env is not None
         env, n_envs = self.env, self.env.num_envs
         n_groups = self.episodes_per_batch // self.group_size
-        seeds = np.repeat(self._np_rng.integers(0, SEED_HIGH, size=n_groups), self.group_size)
+        seeds = np.repeat(self._np_rng.integers(DUS_R_GROUP_SEEDS.start, DUS_R_GROUP_SEEDS.stop, size=n_groups), self.group_size)
         std = self.policy.log_std.detach().exp()
         rounds: list[tuple[list[torch.Tensor], list[torch.Tensor], list[np.ndarray], list[np.ndarray]]] = []
         callback.on_rollout_start()

@@ -17,3 +17,15 @@ VECNORMALIZE_FILE = "vecnormalize.pkl"
 #: Checkpoints are ``<prefix>_<N>_steps.zip`` with ``<prefix>_vecnormalize_<N>_steps.pkl``
 #: (SB3's ``CheckpointCallback`` names).
 SB3_CHECKPOINT_PREFIX = "rl_model"
+
+
+def legacy_dus_r_message(where: object, file_name: str) -> str | None:
+    """What to do with a DUS-R run of dus_env 0.4 (its own ``.pt`` checkpoint and final-model files,
+    which 0.5's :class:`agents.reinforce.Reinforce` cannot read), or ``None`` for any other file."""
+    if not file_name.endswith(".pt"):
+        return None
+    return (
+        f"{where} is a DUS-R run of dus_env 0.4 ({file_name}): since 0.5 DUS-R is an SB3 algorithm with .zip "
+        "checkpoints, and 0.4's .pt files do not load. Resume or export it with dus_env 0.4, or start a new run; "
+        "its exported/policy.onnx still runs in DUSSampler and evaluate.py (exported:RUN/exported, backend onnx)"
+    )

@@ -13,6 +13,7 @@ message that says what to change. Temporary files a killed process left behind a
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import inspect
@@ -43,7 +44,7 @@ from .folder_lock import FolderInUseError, lock_folder
 from .manifest import MANIFEST_FILE, ManifestError, RunManifest, config_hash, damage, load_manifest, missing_outputs, save_manifest
 from .reinforce import Reinforce
 from .results import package_versions, write_text
-from .run_files import CHECKPOINT_DIR, CONFIG_FILE, SB3_FINAL_FILE
+from .run_files import CHECKPOINT_DIR, CONFIG_FILE, SB3_FINAL_FILE, legacy_dus_r_message
 from .sb3_agent import (
     available_algorithms,
     default_policy,
@@ -252,6 +253,11 @@ def read_manifest(run: Run, config: dict[str, Any]) -> RunManifest:
             f"{run.run_dir} has no {MANIFEST_FILE} (a run from before dus_env 0.4, or not a run folder): "
             "resume it with the dus_env version that started it, or start a new run"
         )
+    for files in [*manifest.checkpoints.values(), manifest.final or {}]:
+        for name in files:
+            legacy = legacy_dus_r_message(run.run_dir, name)
+            if legacy is not None:
+                raise UsageError(legacy)
     if manifest.config_hash != settings_hash(config) or manifest.algo != run.algo or manifest.env_id != run.env_id:
         raise UsageError(
             f"{run.run_dir / CONFIG_FILE} does not describe the run its checkpoints come from ({manifest.algo} on "
@@ -347,7 +353,7 @@ def resolve_run(options: RunOptions) -> Run:
         env.close()
     if rounding:
         print(f"note: {requested:,} steps requested, {total_timesteps:,} will be trained: {rounding}")
-    run_dir = Path(options.run_dir or default_run_dir(algo, env_id, options.seed, folder_overrides(env_kwargs, overrides)))
+    run_dir = run_folder(options)
     return Run(
         algo=algo,
         env_id=env_id,
@@ -378,11 +384,7 @@ def resume_run(options: RunOptions, given: Collection[str] | None = None) -> tup
         are compared with the saved run. ``None``: only the options whose value says they were given
         (``env_kwargs``, ``hyperparams``, ``n_envs``, ``tensorboard``).
     """
-    if options.run_dir:
-        run_dir = Path(options.run_dir)
-    else:
-        algo, env_id = canonical_algo(options.algo), resolve_env_id(options.env)
-        run_dir = default_run_dir(algo, env_id, options.seed, folder_overrides(*requested_overrides(options)))
+    run_dir = run_folder(options)
     config_path = run_dir / CONFIG_FILE
     if not config_path.is_file():
         siblings = sorted(str(path) for path in run_dir.parent.glob(f"{run_dir.name.split('_')[0]}_*") if (path / CONFIG_FILE).is_file())
@@ -460,6 +462,30 @@ def folder_overrides(env_kwargs: Mapping[str, Any], overrides: Mapping[str, Any]
     return {name: values for name, values in (("env_kwargs", dict(env_kwargs)), ("hyperparams", hyperparams)) if values}
 
 
+#: Run options that name the folder too when they differ from their defaults: two runs that differ
+#: only in how they are evaluated, checkpointed or vectorised are still two runs.
+FOLDER_OPTIONS = ("vec", "eval_freq", "eval_episodes", "eval_seed", "checkpoint_freq")
+
+
+def run_folder(options: RunOptions) -> Path:
+    """``--run-dir``, or the folder these options start or resume (:func:`default_run_dir`): named by
+    the overrides that change something (a ``--hyperparams``/``--n-envs`` value equal to the file's is
+    no override) and by the :data:`FOLDER_OPTIONS` that differ from their defaults."""
+    if options.run_dir:
+        return Path(options.run_dir)
+    algo, env_id = canonical_algo(options.algo), resolve_env_id(options.env)
+    env_kwargs, overrides = requested_overrides(options)
+    file_values = load_hyperparams(algo, env_id, {})
+    changed = {key: value for key, value in overrides.items() if key not in file_values or _plain(value) != _plain(file_values[key])}
+    named = folder_overrides(env_kwargs, changed)
+    if dataclasses.is_dataclass(options) and not isinstance(options, type):
+        defaults = type(options)()
+        run_options = {name: getattr(options, name) for name in FOLDER_OPTIONS if getattr(options, name) != getattr(defaults, name)}
+        if run_options:
+            named["run"] = run_options
+    return default_run_dir(algo, env_id, options.seed, named)
+
+
 def changed_settings(options: RunOptions, saved: dict[str, Any], run_dir: Path, given: Collection[str] | None) -> list[str]:
     """``--resume``: one line per given option that differs from the saved run (``config.yml`` values), e.g.
     ``--vec gives 'dummy', the run has 'native'``; empty when nothing differs. ``--timesteps`` may differ.
@@ -490,7 +516,9 @@ def changed_settings(options: RunOptions, saved: dict[str, Any], run_dir: Path, 
             changed.append(f"--{name.replace('_', '-')} gives {value()!r}, the run has {saved_value!r}")
     if "hyperparams" in names:
         for key, value in overrides.items():
-            if key != "n_timesteps" and _plain(yaml_number(value)) != hyperparams.get(key):
+            if key == "n_timesteps":
+                changed.append(f"--hyperparams n_timesteps={value!r} is not how a resumed run gets more steps: pass --timesteps {value}")
+            elif _plain(yaml_number(value)) != hyperparams.get(key):
                 option = "--n-envs" if key == "n_envs" and options.n_envs is not None else f"--hyperparams {key}"
                 changed.append(f"{option}={value!r} differs from the run's {key}={hyperparams.get(key)!r}")
     return changed
@@ -603,6 +631,16 @@ def trained_timesteps(algo: str, hyperparams: Mapping[str, Any], decision_steps:
         if unit != "step":
             return requested, None
         chunk, why = int(frequency) * n_envs, f"{algorithm.__name__} steps train_freq * n_envs = {frequency} * {n_envs} env steps at a time"
+    elif algorithm.__name__ == "ARS":
+        # Each update evaluates 2 * n_delta candidates on n_eval_episodes episodes, spread over the envs,
+        # counting n_envs steps per vector step (sb3-contrib's synchronous ARS, the one train_agent.py runs).
+        n_delta = int(hyperparams.get("n_delta", defaults["n_delta"].default))
+        episodes = int(hyperparams.get("n_eval_episodes", defaults["n_eval_episodes"].default))
+        chunk = 2 * n_delta * -(-episodes // n_envs) * decision_steps * n_envs
+        why = (
+            f"ARS evaluates 2 * n_delta = {2 * n_delta} candidates per update, each on n_eval_episodes = {episodes} "
+            f"episodes over {n_envs} envs of {decision_steps} steps"
+        )
     else:
         return requested, None
     trained = -(-requested // chunk) * chunk

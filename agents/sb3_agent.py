@@ -72,7 +72,7 @@ from . import cli
 from .base import Agent, check_modalities
 from .cli import yaml_number
 from .errors import UsageError
-from .run_files import CONFIG_FILE, SB3_CHECKPOINT_PREFIX, SB3_FINAL_FILE, VECNORMALIZE_FILE
+from .run_files import CONFIG_FILE, SB3_CHECKPOINT_PREFIX, SB3_FINAL_FILE, VECNORMALIZE_FILE, legacy_dus_r_message
 from .trust import allow_pickle_load
 from .zoo_run import check_env_kwargs, find_zoo_run, zoo_runs_below
 
@@ -526,6 +526,9 @@ def _model_path(path: Path) -> Path:
         if runs:
             listed = ", ".join(str(run) for run in runs)
             raise FileNotFoundError(f"{path} is a folder of rl-baselines3-zoo runs, not one run: pass one of {listed}")
+        legacy = legacy_dus_r_message(path, "final_model.pt") if (path / "final_model.pt").is_file() else None
+        if legacy is not None:
+            raise FileNotFoundError(legacy)
         raise FileNotFoundError(
             f"run directory {path} has no {SB3_FINAL_FILE} (did training finish?): pass a checkpoint such as "
             f"{path / 'checkpoints' / f'{SB3_CHECKPOINT_PREFIX}_<N>_steps.zip'} or {path / 'best_model' / 'best_model.zip'}, "
@@ -533,6 +536,9 @@ def _model_path(path: Path) -> Path:
         )
     if not path.is_file():
         raise FileNotFoundError(f"no model at {path}: expected a run directory or an SB3 .zip file")
+    legacy = legacy_dus_r_message(path.parent, path.name)
+    if legacy is not None:
+        raise FileNotFoundError(legacy)
     return path
 
 

@@ -10,7 +10,7 @@ constant                    seeds                    used by
 ==========================  =======================  ===============================================
 ``TRAINING_SEEDS``          0 - 9,999                ``train_agent.py --seed`` (envs ``seed + i``)
 ``EVALUATION_SEEDS``        10,000 - 19,999          ``evaluate.py`` by default (``--seed-offset``)
-``MAIN_TABLE_SEEDS``        20,000 - 20,009          the main table (``suites.yml`` suite ``main``)
+``MAIN_TABLE_SEEDS``        20,000 - 20,009          the main table (``agents/suites.yml`` suite ``main``)
 ``GENERALISATION_SEEDS``    40,000 - 40,019          the generalisation table of ``docs/results.md``
 ``DESIGN_PROBE_SEEDS``      50,000 - 50,039          first probes of the mix benchmarks' design
 ``HELD_OUT_SEEDS``          50,100 - 50,139          ``bench/headroom.py``, ``bench/mirror_probe.py``
@@ -20,10 +20,8 @@ constant                    seeds                    used by
 ``PLUGIN_TABLE_SEEDS``      80,000 - 89,999          ``bench/plugin_table.py`` (80,000 up)
 ``TRAIN_EVAL_SEEDS``        1,000,000 - 1,099,999    ``train_agent.py --eval-seed`` (in-training eval)
 ``RESUME_SEEDS``            2**31 - 2**31 + 2**30    training envs of a resumed SB3 run
+``DUS_R_GROUP_SEEDS``       2**31 + 2**30 - 2**32    DUS-R's episode groups (drawn at random)
 ==========================  =======================  ===============================================
-
-DUS-R draws each episode group's seed uniformly below ``2**31``; it meets a given seed of another
-range only by a chance of one in ``2**31`` per group.
 """
 
 from __future__ import annotations
@@ -75,6 +73,12 @@ RESUME_SEEDS = range(2**31, 2**31 + 2**30)
 RESUME_SEED_BASE = RESUME_SEEDS.start
 RESUME_SEED_SPAN = len(RESUME_SEEDS)
 
+#: DUS-R (:class:`agents.reinforce.Reinforce`) draws every episode group's reset seed uniformly from
+#: this range: a range of its own, so a group never replays an evaluation, table or tuning episode
+#: (drawn from all seeds below ``2**31``, a 100k-step run of 1,250 groups would hit one of the
+#: ~140,000 seeds of the ranges above with a chance of about 8%).
+DUS_R_GROUP_SEEDS = range(2**31 + 2**30, 2**32)
+
 #: Every range by name, for the disjointness test and for readers.
 ALL_RANGES: dict[str, range] = {
     "training": TRAINING_SEEDS,
@@ -89,6 +93,7 @@ ALL_RANGES: dict[str, range] = {
     "plugin table": PLUGIN_TABLE_SEEDS,
     "in-training evaluation": TRAIN_EVAL_SEEDS,
     "resume": RESUME_SEEDS,
+    "DUS-R groups": DUS_R_GROUP_SEEDS,
 }
 
 

@@ -1,4 +1,4 @@
-"""Agent specs: one short string names an agent, on the command line, in ``suites.yml`` and in results.
+"""Agent specs: one short string names an agent, on the command line, in ``agents/suites.yml`` and in results.
 
 Why strings: the spec a user typed is stored next to every result row, so each row says exactly
 how to rebuild the agent that produced it. Accepted forms (``NAME=`` in front of any of them sets

@@ -207,7 +207,7 @@ def train_model(start: RunStart, progress: bool) -> tuple[BaseAlgorithm, bool]:
         eval_venv = VecNormalize(eval_venv, training=False, **{**norm_kwargs, "norm_reward": False})
     log = EvaluationLog(run.run_dir / "eval" / "evaluations.npz", keep_until=model.num_timesteps)
     # Every eval_freq steps, and always at the end (eval_freq 0: only then); the final log dump comes first.
-    evaluations = DUSEvalCallback(eval_venv, log, run.eval_seed, run.eval_freq and max(run.eval_freq // run.n_envs, 1), run.best_dir)
+    evaluations = DUSEvalCallback(eval_venv, log, run.eval_seed, run.eval_freq, run.best_dir)
     callbacks: list[BaseCallback] = [
         InfoScalarsCallback(),
         checkpoints,

@@ -17,13 +17,20 @@ float-noise level (tests compare full episodes statistically).
 
 Everything on the training path runs on ``config.device``; one step moves to the host only the
 numbers the caller returns (scores, losses and accuracies of every env, one transfer).
+
+Grad mode: ``reset`` and ``step`` run in autograd's normal mode whatever the caller's mode is
+(:func:`_own_grad_mode`). A step trains a model, so it needs autograd even when the caller steps the
+env inside ``torch.no_grad()`` (sb3-contrib's ARS evaluates its candidate policies so) or
+``torch.inference_mode()``; the evaluation inside a step keeps its own ``no_grad``. The caller's
+mode is untouched on return, and the episode is the same bit for bit in every mode.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -43,6 +50,21 @@ from .validation import ConfigError, check_one_width
 #: Spawn key of the task seed's child stream that draws the shuffled modality order (a child stream,
 #: not a tuple seed: ``default_rng((t, 1))`` is the same generator as ``default_rng(t + 2**32)``).
 _SHUFFLE_STREAM = 1
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _own_grad_mode(method: _Method) -> _Method:
+    """Run ``method`` with autograd on and outside inference mode, then give the caller its mode back.
+
+    ``enable_grad`` alone is not enough inside ``torch.inference_mode()``: tensors made there are
+    inference tensors, and the first reset allocates the model, the optimizer state and the data
+    splits, so training on them would fail later ("Inference tensors cannot be saved for
+    backward"), even outside inference mode. ``inference_mode(False)`` makes every tensor the
+    env creates a normal one. The env takes no tensors from the caller (quantities and seeds are
+    numpy and ints) and returns none, so nothing crosses between the modes.
+    """
+    return torch.inference_mode(False)(torch.enable_grad()(method))
 
 
 @dataclass
@@ -149,6 +171,7 @@ class TrainingCore:
 
     # -- episodes ---------------------------------------------------------------------------------
 
+    @_own_grad_mode
     def reset(self, envs: np.ndarray, seeds: list[tuple[int, int]]) -> StepOutcome:
         """Start new episodes for ``envs``, env ``envs[r]`` from ``seeds[r] = (task seed, model seed)``."""
         envs = np.asarray(envs, dtype=np.int64)
@@ -186,6 +209,7 @@ class TrainingCore:
         zeros = np.zeros(self.n_envs)
         return self._outcome(zeros, np.zeros(self.n_envs, dtype=bool), zeros, zeros, np.zeros(self.n_envs, dtype=bool), None, envs)
 
+    @_own_grad_mode
     def step(self, quantities: np.ndarray) -> StepOutcome:
         """One decision step of every env with integer quantities ``[N, M]``.
 

@@ -18,13 +18,16 @@ so the network's output can be compared with the training library's own predicti
 
 Loading runs no pickle: the metadata is JSON, the network is ONNX (protobuf) or a ``torch.export``
 archive whose graph is JSON and whose weights are raw tensor bytes. ``torch.export.load`` would
-unpickle only a few kinds of entries (tensor subclasses, custom objects, sample inputs, legacy
-weight files); the writer stores none of them and the loader refuses an archive holding any,
-before ``torch.export.load`` reads it. Writing is atomic (a temporary folder renamed into place),
-so an interrupted export leaves the previous artifact intact.
+unpickle some kinds of entries (tensor subclasses, custom objects, sample inputs, legacy weight
+files, archives in torch 2.7's format); the writer stores none of them, and the loader refuses,
+before ``torch.export.load`` reads it, an archive holding any entry but those the writer makes.
+Writing is atomic (a temporary folder renamed into place), so an interrupted export leaves the
+previous artifact intact.
 
 Format versions (``format_version`` in ``metadata.json``): 1 held ``policy.pt`` (TorchScript, which
-torch deprecates); 2 holds ``policy.pt2``. An artifact of another version is refused with the way
+torch deprecates); 2 holds ``policy.pt2``. Both hold the same ``policy.onnx``, so a version-1
+artifact still loads with ``backend="onnx"`` (with the same checks) and is refused for
+``backend="torch"`` with the way to run it. An artifact of another version is refused with the way
 to export it again.
 """
 
@@ -38,6 +41,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -64,6 +68,9 @@ BACKEND_FILES = {"onnx": ONNX_FILE, "torch": PT2_FILE}
 BACKENDS = tuple(BACKEND_FILES)
 #: What each artifact format version holds, for the message that refuses another version.
 FORMAT_VERSIONS = {1: "policy.onnx + policy.pt (TorchScript)", 2: f"{ONNX_FILE} + {PT2_FILE} (torch.export)"}
+#: The backends that run each readable format version: format 1's ``policy.onnx`` is the same
+#: format as format 2's, its TorchScript ``policy.pt`` is no longer run.
+FORMAT_BACKENDS = {1: ("onnx",), 2: BACKENDS}
 #: How to make a current artifact from a training run.
 REEXPORT_COMMAND = "python train_agent.py --export-only --run-dir RUN"
 
@@ -191,7 +198,7 @@ def _export_networks(actor: torch.nn.Module, example: torch.Tensor, folder: Path
     with torch.no_grad():
         program = torch.export.export(wrapped, (example,), dynamic_shapes=dynamic_shapes, strict=False)
     # torch.export.save would pickle the example inputs into the archive; without them it holds JSON
-    # and raw tensor bytes only, and loading unpickles nothing (see _check_pickle_free).
+    # and raw tensor bytes only, and loading unpickles nothing (see _check_pt2_archive).
     program.example_inputs = None
     torch.export.save(program, str(folder / PT2_FILE))
     _export_onnx(program, example, folder)
@@ -270,6 +277,8 @@ class PolicyArtifact:
             raise ArtifactError(f"backend={backend!r} is invalid: expected one of {BACKENDS}{hint}")
         self.backend = backend
         self.metadata = read_metadata(self.path)
+        if backend not in FORMAT_BACKENDS[self.metadata["format_version"]]:
+            raise ArtifactError(_backend_message(self.path, self.metadata, backend))
         self.layout = ObservationLayout.from_dict(self.metadata["observation_layout"])
         self.mapping, self.normalization = self._parsed_metadata()
         self._run = self._load_network()
@@ -355,7 +364,7 @@ class PolicyArtifact:
             except Exception as error:  # onnxruntime raises its own untyped errors for bad models
                 raise ArtifactError(f"artifact {self.path}: {name} cannot be loaded by onnxruntime ({error})") from None
             return lambda batch: session.run(["action"], {"observation": batch})[0]
-        _check_pickle_free(file, f"artifact {self.path}: {name}")
+        _check_pt2_archive(file, f"artifact {self.path}: {name}")
         try:
             module = torch.export.load(str(file)).module()
         except Exception as error:  # torch.export raises assorted types for a malformed archive
@@ -370,43 +379,116 @@ class PolicyArtifact:
         return run
 
 
-def _check_pickle_free(file: Path, owner: str) -> None:
-    """Refuse a ``torch.export`` archive that ``torch.export.load`` would unpickle anything from.
+def _check_pt2_archive(file: Path, owner: str) -> None:
+    """Refuse a ``torch.export`` archive that holds anything :func:`write_policy_artifact` does not write.
 
-    ``torch.export.load`` reads the graph from JSON and plain tensors from raw bytes, but falls back
-    on ``torch.load(weights_only=False)`` or ``pickle`` for tensor subclasses, custom and opaque
-    objects, sample inputs and legacy weight files. :func:`write_policy_artifact` writes none of
-    them, so any such entry means the file was not written here and it is refused unread.
+    ``torch.export.load`` reads the graph from JSON and plain tensors from raw bytes, but unpickles
+    (``torch.load(weights_only=False)``, ``pickle``) tensor subclasses, custom and opaque objects,
+    sample inputs, legacy weight files, every further model of the archive, and the whole archive
+    when it is in the format of torch 2.7 or older. A blocklist of those cases misses the next one,
+    so this is an allowlist: the archive must be exactly what the writer makes (one root folder, the
+    names of :data:`_PT2_ENTRIES`, empty sample inputs, payload configs that point at raw tensor
+    files), or it is refused unread, before ``torch.export.load`` sees it. The entry list is read by
+    both Python's ``zipfile`` and torch's own zip reader, and must agree, so a malformed zip cannot
+    show one thing to this check and another to the loader.
     """
-    from torch.export.pt2_archive import constants as pt2
-
-    legacy = (f"{pt2.WEIGHTS_DIR}model.pt", f"{pt2.CONSTANTS_DIR}model.pt")
     try:
         with zipfile.ZipFile(file) as archive:
-            pickled = []
-            for name in archive.namelist():
-                entry = name.split("/", 1)[-1]  # without the archive's root folder
-                if (
-                    entry.startswith(pt2.AOTINDUCTOR_DIR)
-                    or entry in legacy
-                    or (entry.startswith(pt2.SAMPLE_INPUTS_DIR) and archive.getinfo(name).file_size > 0)
-                ):
-                    pickled.append(entry)
-                elif entry.endswith(("weights_config.json", "constants_config.json")):
-                    payloads = json.loads(archive.read(name)).get("config", {})
-                    pickled += [
-                        f"{entry}:{key}"
-                        for key, payload in payloads.items()
-                        if payload.get("use_pickle")
-                        or not payload.get("path_name", "").startswith((pt2.WEIGHT_FILENAME_PREFIX, pt2.TENSOR_CONSTANT_FILENAME_PREFIX))
-                    ]
-    except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
+            sizes = _pt2_entry_sizes(archive.infolist(), owner)
+        reader = torch._C.PyTorchFileReader(str(file))
+        seen = {name: reader.get_record_size(name) for name in reader.get_all_records()}
+    except (zipfile.BadZipFile, RuntimeError) as error:
         raise ArtifactError(f"{owner} is not a torch.export archive ({type(error).__name__}: {error})") from None
-    if pickled:
+    if seen != sizes:
         raise ArtifactError(
-            f"{owner} holds entries that torch.export.load would unpickle ({', '.join(sorted(pickled))}); "
-            "an artifact written by dus_env holds none, so it is refused; export the policy again"
+            f"{owner}: torch's zip reader and zipfile disagree on the entries "
+            f"{sorted(name for name in seen.keys() | sizes.keys() if seen.get(name) != sizes.get(name))}, so it is refused unread"
         )
+    if reader.get_record(_PT2_FORMAT_ENTRY) != b"pt2":
+        raise ArtifactError(f"{owner}: {_PT2_FORMAT_ENTRY} is not 'pt2', so it is not a torch.export archive")
+    for config, folder, prefix in _PT2_PAYLOAD_CONFIGS:
+        try:
+            payloads = json.loads(reader.get_record(config))["config"]
+            refused = [fqn for fqn, payload in payloads.items() if not _raw_tensor_payload(payload, folder, prefix, sizes)]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as error:
+            raise ArtifactError(f"{owner}: {config} is not a payload config ({type(error).__name__}: {error})") from None
+        if refused:
+            raise ArtifactError(
+                f"{owner}: {config} lists entries that are not raw tensor files of the archive "
+                f"({', '.join(f'{config}:{fqn}' for fqn in sorted(refused))}); torch.export.load would unpickle them, "
+                "an artifact written by dus_env holds none, so it is refused; export the policy again"
+            )
+
+
+#: Every entry a ``policy.pt2`` written by :func:`write_policy_artifact` holds, below its root folder:
+#: torch's zip header files, the one model's JSON graph, its payload configs, raw tensor files and
+#: empty sample inputs (the writer stores none, see :func:`_export_networks`).
+_PT2_ENTRIES = re.compile(
+    r"archive_format|archive_version|byteorder|\.data/version|\.data/serialization_id|models/model\.json"
+    r"|data/weights/model_weights_config\.json|data/weights/weight_[0-9]+"
+    r"|data/constants/model_constants_config\.json|data/constants/tensor_[0-9]+|data/sample_inputs/model\.pt"
+)
+_PT2_FORMAT_ENTRY = "archive_format"
+_PT2_SAMPLE_INPUTS = "data/sample_inputs/model.pt"
+#: Entries without which ``torch.export.load`` would take another path through the archive.
+_PT2_REQUIRED = (
+    _PT2_FORMAT_ENTRY,
+    "archive_version",
+    "models/model.json",
+    "data/weights/model_weights_config.json",
+    "data/constants/model_constants_config.json",
+    _PT2_SAMPLE_INPUTS,
+)
+#: Payload config, the folder its files are in, and the name every file it lists must have.
+_PT2_PAYLOAD_CONFIGS = (
+    ("data/weights/model_weights_config.json", "data/weights/", re.compile(r"weight_[0-9]+")),
+    ("data/constants/model_constants_config.json", "data/constants/", re.compile(r"tensor_[0-9]+")),
+)
+
+
+def _pt2_entry_sizes(infos: list[zipfile.ZipInfo], owner: str) -> dict[str, int]:
+    """The archive's entries below its one root folder, with their sizes; any other entry is refused."""
+    first = infos[0].filename if infos else ""
+    root = first.split("/", 1)[0] + "/"
+    sizes: dict[str, int] = {}
+    for info in infos:
+        name = info.filename
+        if root == "/" or not name.startswith(root):
+            folder = "in a root folder" if root in ("/", f"{first}/") else f"in the archive's root folder {root!r}"
+            raise ArtifactError(
+                f"{owner}: entry {name!r} is not {folder}; a torch.export archive written by dus_env keeps every entry "
+                "in one root folder, so it is refused unread"
+            )
+        entry = name[len(root) :]
+        if entry in sizes:
+            raise ArtifactError(f"{owner}: entry {name!r} appears twice in the archive, so it is refused unread")
+        if not _PT2_ENTRIES.fullmatch(entry):
+            raise ArtifactError(
+                f"{owner}: entry {name!r} is not one that dus_env writes into a torch.export archive (torch.export.load "
+                "could unpickle it), so the archive is refused unread; export the policy again"
+            )
+        if entry == _PT2_SAMPLE_INPUTS and info.file_size != 0:
+            raise ArtifactError(
+                f"{owner}: entry {name!r} holds {info.file_size} bytes of pickled sample inputs (dus_env writes none), "
+                "so the archive is refused unread; export the policy again"
+            )
+        sizes[entry] = info.file_size
+    missing = [entry for entry in _PT2_REQUIRED if entry not in sizes]
+    if missing:
+        raise ArtifactError(f"{owner}: the archive lacks {missing}, so it is not a torch.export archive written by dus_env")
+    return sizes
+
+
+def _raw_tensor_payload(payload: dict[str, Any], folder: str, prefix: re.Pattern[str], sizes: dict[str, int]) -> bool:
+    """Whether a payload-config entry is a raw tensor file of the archive (which loads without pickle)."""
+    path_name = payload["path_name"]
+    return (
+        payload.get("use_pickle") is False
+        and payload.get("tensor_meta") is not None
+        and isinstance(path_name, str)
+        and prefix.fullmatch(path_name) is not None
+        and folder + path_name in sizes
+    )
 
 
 def read_metadata(path: Path) -> dict[str, Any]:
@@ -423,7 +505,7 @@ def read_metadata(path: Path) -> dict[str, Any]:
     if not isinstance(metadata, dict):
         raise ArtifactError(f"policy artifact {path}: {METADATA_FILE} must hold a JSON object")
     version = metadata.get("format_version")
-    if version != ARTIFACT_FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version not in FORMAT_BACKENDS:
         raise ArtifactError(_version_message(path, version, metadata.get("source")))
     missing = [k for k in ("observation_layout", "action_mapping", "env_config") if k not in metadata]
     if missing:
@@ -435,6 +517,23 @@ def read_metadata(path: Path) -> dict[str, Any]:
     if isinstance(n_modalities, bool) or not isinstance(n_modalities, int) or n_modalities < 1:
         raise ArtifactError(f"policy artifact {path}: {METADATA_FILE} has an invalid observation_layout.n_modalities ({n_modalities!r})")
     return metadata
+
+
+def _backend_message(path: Path, metadata: dict[str, Any], backend: str) -> str:
+    """Why an artifact of an older format cannot run on ``backend``, and what runs it instead."""
+    version = metadata["format_version"]
+    readable = FORMAT_BACKENDS[version]
+    message = (
+        f"policy artifact {path} has format version {version} ({FORMAT_VERSIONS[version]}), which backend={backend!r} "
+        f"does not run ({backend!r} runs {BACKEND_FILES[backend]}, format {ARTIFACT_FORMAT_VERSION}): load it with "
+        f"backend={readable[0]!r}"
+    )
+    source = metadata.get("source")
+    if isinstance(source, dict) and source.get("algorithm") == "REINFORCE":
+        return f"{message} (it comes from a DUS-R run made before dus_env 0.5, which this dus_env cannot export again)"
+    run_dir = source.get("run_dir") if isinstance(source, dict) else None
+    where = f" (this artifact names its run: {run_dir})" if isinstance(run_dir, str) else ""
+    return f"{message}, or export it again from its training run with `{REEXPORT_COMMAND}`{where}"
 
 
 def _version_message(path: Path, version: Any, source: Any) -> str:

@@ -19,7 +19,7 @@ import yaml
 import dus_env
 from agents import errors, runs
 from agents.errors import UsageError
-from agents.runs import default_run_dir, folder_overrides, resolve_run, start_run
+from agents.runs import resolve_run, start_run
 from dus_env.registration import ENV_IDS, resolve_env_id
 
 REPO = Path(__file__).resolve().parents[1]
@@ -261,9 +261,7 @@ def test_both_drivers_take_the_short_id_and_record_the_full_one(train_agent: Mod
 
 def test_run_folder_names(train_agent: ModuleType) -> None:
     def folder(*argv: str) -> Path:
-        args = train_agent.parse_args(list(argv))
-        algo, env_id = runs.canonical_algo(args.algo), resolve_env_id(args.env)
-        return default_run_dir(algo, env_id, args.seed, folder_overrides(*runs.requested_overrides(args)))
+        return runs.run_folder(train_agent.parse_args(list(argv)))
 
     assert folder() == folder("--timesteps", "999") == Path("runs/ppo_Synthetic-v0_0")  # the README's commands
     assert folder("--algo", "A2C", "--env", "MFeat-v0", "--seed", "2") == Path("runs/a2c_MFeat-v0_2")
@@ -281,6 +279,10 @@ def test_run_folder_names(train_agent: ModuleType) -> None:
         folder("--env-kwargs", "decision_steps=40", "--n-envs", "8"),
     }
     assert len(names) == 6
+    # A value equal to the file's is no override; run options that differ from their defaults are.
+    assert folder("--hyperparams", "learning_rate=3e-4") == folder("--n-envs", "64") == folder()
+    other_runs = {folder("--eval-episodes", "3"), folder("--vec", "dummy"), folder("--checkpoint-freq", "100"), folder("--eval-seed", "7")}
+    assert len(other_runs) == 4 and folder() not in other_runs
 
 
 def test_runs_with_other_overrides_get_their_own_folders(train_agent: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -316,6 +318,7 @@ def test_resume_finds_the_folder_and_refuses_changed_settings(
         (["--seed", "5"], "--seed gives 5, the run has 0"),
         (["--algo", "a2c"], "--algo gives 'a2c', the run has 'ppo'"),
         (["--eval-seed", "1000007"], "--eval-seed gives 1000007"),
+        (["--hyperparams", "n_timesteps=100000"], "is not how a resumed run gets more steps: pass --timesteps 100000"),
     ):
         argv = ["--resume", "--run-dir", run_dir, *changed]
         with pytest.raises(UsageError, match="--resume cannot change the settings of") as error:
@@ -430,3 +433,19 @@ def test_two_seeds_get_no_p_value(evaluate: ModuleType, tmp_path: Path, capsys: 
     assert versus["t_pvalue"] is None or math.isnan(versus["t_pvalue"])
     assert versus["significant"] is False
     assert "p < 0.001" not in capsys.readouterr().out.split("paired difference")[-1].split("\n")[4]
+
+
+def test_ars_rounds_to_whole_updates_of_candidate_episodes() -> None:
+    trained, why = runs.trained_timesteps("ars", {"n_envs": 2, "n_timesteps": 50, "n_delta": 8}, decision_steps=4)
+    assert trained == 128 and why is not None and "2 * n_delta = 16 candidates" in why  # 16 candidates x 1 episode x 4 steps x 2 envs
+
+
+def test_suites_file_is_read_under_either_spelling(evaluate: ModuleType) -> None:
+    for argv in (
+        ["--suites_file", "x.yml"],
+        ["--suites-file", "x.yml"],
+        ["--suites_file=x.yml"],
+        ["--suites-file=y.yml", "--suites_file", "x.yml"],
+    ):
+        assert evaluate._option_value(argv, "--suites-file") == "x.yml"
+    assert evaluate.SUITES_FILE.is_file() and evaluate.SUITES_FILE.parent.name == "agents"  # shipped inside the package

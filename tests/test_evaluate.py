@@ -353,7 +353,7 @@ def test_every_suite_is_well_formed() -> None:
     evaluate = load_evaluate()
     import yaml
 
-    suites = yaml.safe_load((REPO / "suites.yml").read_text())
+    suites = yaml.safe_load((REPO / "agents" / "suites.yml").read_text())
     assert {"smoke", "main"} <= set(suites)
     for name in suites:
         args = evaluate.parse_args(["--suite", name])

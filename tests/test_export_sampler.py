@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -115,51 +116,220 @@ def test_the_torch_backend_loads_without_unpickling(ppo_artifact, monkeypatch: p
     assert PolicyArtifact(ppo_artifact[2], "torch").act(recorded_observations(1)).shape[1] == 2
 
 
-def pt2_with_entry(source: Path, target: Path, edit) -> Path:
-    """A copy of the artifact whose policy.pt2 archive is rewritten by ``edit(name, data) -> data``."""
+def forged_pt2(source: Path, target: Path, entries: list[tuple[str, bytes]]) -> Path:
+    """A copy of the artifact whose policy.pt2 holds ``entries``, its checksum updated as a forger would."""
     import zipfile
 
     path = copy_artifact(source, target)
     archive = path / "policy.pt2"
-    with zipfile.ZipFile(archive) as original:
-        entries = [(info.filename, original.read(info.filename)) for info in original.infolist()]
     with zipfile.ZipFile(archive, "w") as rewritten:
         for name, data in entries:
-            rewritten.writestr(name, edit(name, data))
+            rewritten.writestr(name, data)
     metadata = json.loads((path / "metadata.json").read_text())
-    metadata["sha256"]["policy.pt2"] = policy_artifact.sha256_file(archive)  # as a forger would
+    metadata["sha256"]["policy.pt2"] = policy_artifact.sha256_file(archive)
     (path / "metadata.json").write_text(json.dumps(metadata))
     return path
 
 
+def pt2_entries(source: Path) -> list[tuple[str, bytes]]:
+    import zipfile
+
+    with zipfile.ZipFile(source / "policy.pt2") as original:
+        return [(info.filename, original.read(info.filename)) for info in original.infolist()]
+
+
+def pt2_with_entry(source: Path, target: Path, edit, extra: tuple[tuple[str, bytes], ...] = ()) -> Path:
+    """A copy of the artifact whose policy.pt2 entries are rewritten by ``edit(name, data) -> data``, plus ``extra``."""
+    return forged_pt2(source, target, [(name, edit(name, data)) for name, data in pt2_entries(source)] + list(extra))
+
+
+class _CreatesFile:
+    """A pickle that creates ``marker`` when it is unpickled: proof that loading ran code from the archive."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def refuse_unpickling(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pickle
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the artifact was unpickled")
+
+    for module, name in ((torch, "load"), (torch.export, "load"), (pickle, "load"), (pickle, "loads"), (torch._C, "_pickle_load_obj")):
+        monkeypatch.setattr(module, name, refuse)
+
+
+def test_a_pt2_archive_in_torch_2_7_format_is_refused_unread(ppo_artifact, tmp_path: Path) -> None:
+    """torch.export.load reads an archive without a root folder as torch 2.7's format, whose state
+    dict it unpickles with weights_only=False when weights_only=True fails."""
+    from torch._export.serde.schema import SCHEMA_VERSION
+
+    marker = tmp_path / "payload_ran"
+    model_json = dict(pt2_entries(ppo_artifact[2]))["policy/models/model.json"]
+    path = forged_pt2(
+        ppo_artifact[2],
+        tmp_path / "forged",
+        [
+            ("version", ".".join(map(str, SCHEMA_VERSION)).encode()),
+            ("serialized_exported_program.json", model_json),
+            ("serialized_state_dict.pt", __import__("pickle").dumps(_CreatesFile(marker), protocol=2)),
+            ("serialized_constants.pt", b""),
+            ("serialized_example_inputs.pt", b""),
+        ],
+    )
+    with pytest.raises(ArtifactError, match="policy.pt2: entry 'version' is not in a root folder"):
+        PolicyArtifact(path, "torch")
+    assert not marker.exists()
+
+
+def test_a_pt2_archive_with_a_second_model_is_refused_unread(ppo_artifact, tmp_path: Path) -> None:
+    """torch.export.load deserialises every models/*.json, and a model's legacy weight file is unpickled."""
+    import pickle
+
+    marker = tmp_path / "payload_ran"
+    entries = dict(pt2_entries(ppo_artifact[2]))
+    extra = (
+        ("policy/models/evil.json", entries["policy/models/model.json"]),
+        ("policy/data/sample_inputs/evil.pt", b""),
+        ("policy/data/weights/evil.pt", pickle.dumps(_CreatesFile(marker), protocol=2)),
+        ("policy/data/constants/evil_constants_config.json", entries["policy/data/constants/model_constants_config.json"]),
+    )
+    path = pt2_with_entry(ppo_artifact[2], tmp_path / "forged", lambda name, data: data, extra)
+    with pytest.raises(ArtifactError, match="policy.pt2: entry 'policy/models/evil.json' is not one that dus_env writes"):
+        PolicyArtifact(path, "torch")
+    assert not marker.exists()
+
+
 @pytest.mark.parametrize(
-    ("edit", "entry"),
+    ("extra", "expected"),
     [
-        (lambda name, data: b"pickled inputs" if "sample_inputs" in name else data, "data/sample_inputs/model.pt"),
+        ("policy/extra/notes.txt", "entry 'policy/extra/notes.txt' is not one that dus_env writes"),
+        ("policy/data/weights/model.pt", "entry 'policy/data/weights/model.pt' is not one that dus_env writes"),
+        ("policy/data/constants/opaque_obj_0", "entry 'policy/data/constants/opaque_obj_0' is not one that dus_env writes"),
+        ("policy/data/aotinductor/model/model.so", "entry 'policy/data/aotinductor/model/model.so' is not one"),
+        ("policy/Models/model.json", "entry 'policy/Models/model.json' is not one that dus_env writes"),
+        ("other/archive_format", "entry 'other/archive_format' is not in the archive's root folder 'policy/'"),
+        ("policy/data/weights/weight_0", "entry 'policy/data/weights/weight_0' appears twice"),
+    ],
+)
+def test_a_pt2_archive_with_an_unknown_entry_is_refused_unread(
+    ppo_artifact, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: str, expected: str
+) -> None:
+    with pytest.warns(UserWarning, match="Duplicate name") if "weight_0" in extra else contextlib.nullcontext():
+        path = pt2_with_entry(ppo_artifact[2], tmp_path / "forged", lambda name, data: data, ((extra, b"\x80\x02N."),))
+    refuse_unpickling(monkeypatch)
+    with pytest.raises(ArtifactError, match=f"policy.pt2: {expected}"):
+        PolicyArtifact(path, "torch")
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (
+            lambda name, data: b"pickled inputs" if "sample_inputs" in name else data,
+            "entry 'policy/data/sample_inputs/model.pt' holds 14 bytes of pickled sample inputs",
+        ),
         (
             lambda name, data: (
                 data.replace(b'"use_pickle": false', b'"use_pickle": true', 1) if name.endswith("weights_config.json") else data
             ),
-            "model_weights_config.json:actor",
+            r"data/weights/model_weights_config.json lists entries that are not raw tensor files of the archive "
+            r"\(.*model_weights_config.json:actor",
+        ),
+        (
+            lambda name, data: data.replace(b'"weight_0"', b'"custom_obj_0"') if name.endswith("weights_config.json") else data,
+            r"data/weights/model_weights_config.json lists entries that are not raw tensor files.*model_weights_config.json:actor",
+        ),
+        (
+            lambda name, data: data.replace(b'"weight_0"', b'"weight_99"') if name.endswith("weights_config.json") else data,
+            r"data/weights/model_weights_config.json lists entries that are not raw tensor files.*model_weights_config.json:actor",
+        ),
+        (lambda name, data: b"zip" if name.endswith("archive_format") else data, "archive_format is not 'pt2'"),
+        (
+            lambda name, data: b"[]" if name.endswith("constants_config.json") else data,
+            "data/constants/model_constants_config.json is not a payload config",
         ),
     ],
 )
-def test_a_pt2_archive_that_would_unpickle_is_refused_unread(ppo_artifact, tmp_path: Path, edit, entry: str) -> None:
+def test_a_pt2_archive_that_would_unpickle_is_refused_unread(
+    ppo_artifact, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, edit, expected: str
+) -> None:
     path = pt2_with_entry(ppo_artifact[2], tmp_path / "forged", edit)
-    with pytest.raises(ArtifactError, match=f"policy.pt2 holds entries that torch.export.load would unpickle \\(.*{entry}"):
+    refuse_unpickling(monkeypatch)
+    with pytest.raises(ArtifactError, match=f"policy.pt2: {expected}"):
         PolicyArtifact(path, "torch")
+
+
+def test_a_pt2_archive_missing_an_entry_is_refused(ppo_artifact, tmp_path: Path) -> None:
+    entries = [(name, data) for name, data in pt2_entries(ppo_artifact[2]) if not name.endswith("sample_inputs/model.pt")]
+    path = forged_pt2(ppo_artifact[2], tmp_path / "forged", entries)
+    with pytest.raises(ArtifactError, match=r"policy.pt2: the archive lacks \['data/sample_inputs/model.pt'\]"):
+        PolicyArtifact(path, "torch")
+
+
+def format_1_artifact(source: Path, target: Path, algorithm: str) -> Path:
+    """The artifact as dus_env before 0.5 wrote it: the same policy.onnx beside a TorchScript policy.pt."""
+    path = copy_artifact(source, target)
+    (path / "policy.pt2").unlink()
+    (path / "policy.pt").write_bytes(b"TorchScript archive")
+    metadata = json.loads((path / "metadata.json").read_text())
+    metadata["format_version"] = 1
+    metadata["source"] = {"algorithm": algorithm, "run_dir": "runs/old_run"}
+    metadata["sha256"] = {"policy.onnx": metadata["sha256"]["policy.onnx"], "policy.pt": policy_artifact.sha256_file(path / "policy.pt")}
+    (path / "metadata.json").write_text(json.dumps(metadata))
+    return path
+
+
+def test_a_format_1_artifact_runs_its_onnx_file(ppo_artifact, tmp_path: Path) -> None:
+    path = format_1_artifact(ppo_artifact[2], tmp_path / "v1", "PPO")
+    observations = recorded_observations(1)
+    np.testing.assert_array_equal(PolicyArtifact(path).act(observations), PolicyArtifact(ppo_artifact[2]).act(observations))
+    sampler = DUSSampler.from_artifact(path, n_classes=10, iterations_per_decision=2, total_decisions=4)
+    assert sampler is not None
+    metadata = json.loads((path / "metadata.json").read_text())
+    metadata["sha256"]["policy.onnx"] = "0" * 64  # the checks are those of format 2
+    (path / "metadata.json").write_text(json.dumps(metadata))
+    with pytest.raises(ArtifactError, match="policy.onnx is corrupt"):
+        PolicyArtifact(path)
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "expected", "absent"),
+    [
+        (
+            "PPO",
+            r"format version 1 \(policy.onnx \+ policy.pt \(TorchScript\)\), which backend='torch' does not run \('torch' runs "
+            r"policy.pt2, format 2\): load it with backend='onnx', or export it again from its training run with "
+            r"`python train_agent.py --export-only --run-dir RUN` \(this artifact names its run: runs/old_run\)",
+            None,
+        ),
+        (
+            "REINFORCE",
+            r"load it with backend='onnx' \(it comes from a DUS-R run made before dus_env 0.5, which this dus_env cannot export again\)",
+            "--export-only",
+        ),
+    ],
+)
+def test_a_format_1_artifact_is_refused_for_the_torch_backend(
+    ppo_artifact, tmp_path: Path, algorithm: str, expected: str, absent: str | None
+) -> None:
+    path = format_1_artifact(ppo_artifact[2], tmp_path / "v1", algorithm)
+    with pytest.raises(ArtifactError, match=expected) as refused:
+        PolicyArtifact(path, "torch")
+    assert absent is None or absent not in str(refused.value)
 
 
 @pytest.mark.parametrize(
     ("version", "expected"),
     [
-        (
-            1,
-            r"format version 1 \(policy.onnx \+ policy.pt \(TorchScript\)\); this dus_env reads version 2 \(policy.onnx \+ policy.pt2 "
-            r"\(torch.export\)\): export it again from its training run with `python train_agent.py --export-only --run-dir RUN`",
-        ),
         (3, "format version 3 \\(unknown\\).*written by a newer dus_env; upgrade dus_env"),
         (None, "format version None \\(unknown\\).*--export-only --run-dir RUN"),
+        (True, "format version True \\(unknown\\).*--export-only --run-dir RUN"),
+        ("2", "format version '2' \\(unknown\\).*--export-only --run-dir RUN"),
     ],
 )
 def test_another_artifact_format_version_names_both_and_the_fix(ppo_artifact, tmp_path: Path, version, expected: str) -> None:
@@ -171,7 +341,7 @@ def test_another_artifact_format_version_names_both_and_the_fix(ppo_artifact, tm
     for backend in ("onnx", "torch"):
         with pytest.raises(ArtifactError, match=expected):
             PolicyArtifact(path, backend)
-    if version == 1:
+    if version is None:
         with pytest.raises(ArtifactError, match="names its run: runs/ppo_Synthetic-v0_0"):
             DUSSampler.from_artifact(path, n_classes=10, iterations_per_decision=2, total_decisions=4)
 

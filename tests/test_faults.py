@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import yaml
@@ -417,3 +418,24 @@ def test_resuming_with_other_options_is_refused(tmp_path: Path, change: list[str
     result = subprocess.run(command, capture_output=True, text=True, timeout=240)
     assert result.returncode == 2 and "episodes this evaluation would not run" in result.stderr
     assert (out / "episodes.csv").read_text() == before  # nothing dropped
+
+
+@pytest.mark.slow
+def test_a_dus_r_run_of_dus_env_0_4_is_refused_with_what_to_do(complete_run: Path, tmp_path: Path) -> None:
+    """0.4's DUS-R wrote its own ``.pt`` checkpoints and final model; 0.5 cannot read them and says
+    what to do instead of failing on a missing ``.zip``."""
+    from agents.sb3_agent import SB3Agent
+
+    run_dir = copy_run(complete_run, tmp_path)
+    manifest = load_manifest(run_dir)
+    assert manifest is not None
+    manifest.checkpoints = {steps: {f"checkpoints/reinforce_{steps}_steps.pt": "0" * 64} for steps in manifest.checkpoints}
+    manifest.final = {"final_model.pt": "0" * 64}
+    save_manifest(run_dir, manifest)
+    (run_dir / "final_model.zip").rename(run_dir / "final_model.pt")
+    for args in (("--resume",), ("--export-only",)):
+        result = train(run_dir, *args)
+        assert result.returncode == 2, result.stderr
+        assert "a DUS-R run of dus_env 0.4" in result.stderr and "Traceback" not in result.stderr
+    with pytest.raises(FileNotFoundError, match="DUS-R run of dus_env 0.4"):
+        SB3Agent.load(run_dir, gym.make("dus_env/Synthetic-v0", **dus_env.TINY_OVERRIDES))

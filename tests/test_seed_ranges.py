@@ -62,7 +62,7 @@ def test_drivers_benches_and_suites_take_their_defaults_from_the_module() -> Non
     assert TUNING_SEEDS == tuple(seed_ranges.TUNING_SEEDS)
     assert (RESUME_SEED_BASE, RESUME_SEED_SPAN) == (seed_ranges.RESUME_SEEDS.start, len(seed_ranges.RESUME_SEEDS))
     assert load_script("bench/plugin_table.py").DEFAULT_SEED_OFFSET == seed_ranges.PLUGIN_TABLE_SEEDS.start
-    suites = yaml.safe_load((REPO / "suites.yml").read_text())
+    suites = yaml.safe_load((REPO / "agents" / "suites.yml").read_text())
     assert suites["main"]["seed_offset"] == seed_ranges.MAIN_TABLE_SEEDS.start
     assert suites["main"]["seeds"] <= len(seed_ranges.MAIN_TABLE_SEEDS)
 
