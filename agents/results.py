@@ -100,6 +100,16 @@ def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> None:
     write_text(path, buffer.getvalue())
 
 
+def lists_for_tuples(value: Any) -> Any:
+    """Tuples as lists, recursively: ``(16,)`` from a config then equals ``[16]`` from YAML, and
+    ``yaml.safe_dump`` accepts the value."""
+    if isinstance(value, dict):
+        return {key: lists_for_tuples(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [lists_for_tuples(item) for item in value]
+    return value
+
+
 def jsonable(value: Any) -> Any:
     """``value`` with numpy scalars and arrays, tuples and paths turned into JSON types; NaN/inf into ``None``."""
     if isinstance(value, Mapping):

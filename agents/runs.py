@@ -43,7 +43,7 @@ from .errors import UsageError  # also importable from here, as agents.runs.Usag
 from .folder_lock import FolderInUseError, lock_folder
 from .manifest import MANIFEST_FILE, ManifestError, RunManifest, config_hash, damage, load_manifest, missing_outputs, save_manifest
 from .reinforce import Reinforce
-from .results import package_versions, write_text
+from .results import lists_for_tuples, package_versions, write_text
 from .run_files import CHECKPOINT_DIR, CONFIG_FILE, SB3_FINAL_FILE, legacy_dus_r_message
 from .sb3_agent import (
     available_algorithms,
@@ -123,7 +123,7 @@ class Run:
 
     def to_config(self) -> dict[str, Any]:
         """What ``config.yml`` holds: enough to rerun or resume, plus provenance."""
-        return _plain(
+        return lists_for_tuples(
             {
                 "algo": self.algo,
                 "env_id": self.env_id,
@@ -440,7 +440,7 @@ def default_run_dir(algo: str, env_id: str, seed: int, overrides: Mapping[str, A
     """
     name = f"{algo}_{env_id.split('/')[-1]}_{seed}"
     if overrides:
-        name += "_" + config_hash(_plain(dict(overrides)))[:8]
+        name += "_" + config_hash(lists_for_tuples(dict(overrides)))[:8]
     return Path("runs") / name
 
 
@@ -476,7 +476,11 @@ def run_folder(options: RunOptions) -> Path:
     algo, env_id = canonical_algo(options.algo), resolve_env_id(options.env)
     env_kwargs, overrides = requested_overrides(options)
     file_values = load_hyperparams(algo, env_id, {})
-    changed = {key: value for key, value in overrides.items() if key not in file_values or _plain(value) != _plain(file_values[key])}
+    changed = {
+        key: value
+        for key, value in overrides.items()
+        if key not in file_values or lists_for_tuples(value) != lists_for_tuples(file_values[key])
+    }
     named = folder_overrides(env_kwargs, changed)
     if dataclasses.is_dataclass(options) and not isinstance(options, type):
         defaults = type(options)()
@@ -502,7 +506,7 @@ def changed_settings(options: RunOptions, saved: dict[str, Any], run_dir: Path, 
         "algo": (lambda: canonical_algo(options.algo), saved["algo"]),
         "env": (lambda: resolve_env_id(options.env), saved["env_id"]),
         "seed": (lambda: options.seed, saved["seed"]),
-        "env_kwargs": (lambda: _plain(env_kwargs), saved["env_kwargs"]),
+        "env_kwargs": (lambda: lists_for_tuples(env_kwargs), saved["env_kwargs"]),
         "vec": (lambda: options.vec, saved.get("vec", "subproc")),
         "eval_freq": (lambda: options.eval_freq, saved["eval"]["freq"]),
         "eval_episodes": (lambda: options.eval_episodes, saved["eval"]["episodes"]),
@@ -518,7 +522,7 @@ def changed_settings(options: RunOptions, saved: dict[str, Any], run_dir: Path, 
         for key, value in overrides.items():
             if key == "n_timesteps":
                 changed.append(f"--hyperparams n_timesteps={value!r} is not how a resumed run gets more steps: pass --timesteps {value}")
-            elif _plain(yaml_number(value)) != hyperparams.get(key):
+            elif lists_for_tuples(yaml_number(value)) != hyperparams.get(key):
                 option = "--n-envs" if key == "n_envs" and options.n_envs is not None else f"--hyperparams {key}"
                 changed.append(f"{option}={value!r} differs from the run's {key}={hyperparams.get(key)!r}")
     return changed
@@ -701,12 +705,3 @@ def _relative_to(path: Path, folder: Path) -> Path:
         return path.resolve().relative_to(folder.resolve())
     except ValueError:
         return path.resolve()
-
-
-def _plain(value: Any) -> Any:
-    """Tuples -> lists, recursively, so that ``yaml.safe_dump`` accepts the value."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value

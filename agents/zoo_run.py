@@ -31,6 +31,8 @@ from typing import Any
 
 import yaml
 
+from .results import lists_for_tuples
+
 #: Files of the zoo's parameter folder ``<run>/<env>/``.
 ZOO_ARGS_FILE = "args.yml"
 ZOO_CONFIG_FILE = "config.yml"
@@ -174,19 +176,10 @@ def check_env_kwargs(run: ZooRun, env_config: Any, model_path: Path) -> None:
         raise ValueError(
             f"the zoo run of {model_path} trained with env kwargs {kwargs} that do not apply to the evaluated env: {error}"
         ) from error
-    differences = _differences(_plain(dataclasses.asdict(env_config)), _plain(dataclasses.asdict(applied)))
+    differences = _differences(lists_for_tuples(dataclasses.asdict(env_config)), lists_for_tuples(dataclasses.asdict(applied)))
     if differences:
         listed = "; ".join(f"{name}: {trained!r} in training, {evaluated!r} here" for name, evaluated, trained in differences)
         raise ValueError(f"the zoo run of {model_path} trained in another env ({listed}): {fix}")
-
-
-def _plain(value: Any) -> Any:
-    """Tuples as lists, so that ``(16,)`` from a config and ``[16]`` from YAML compare equal."""
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
-    return value
 
 
 def _differences(evaluated: dict[str, Any], trained: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:

@@ -285,8 +285,9 @@ def test_cleanup_touches_only_folders_train_agent_made(tmp_path: Path) -> None:
 # -- evaluate.py --------------------------------------------------------------------------------
 
 
-def evaluate(out: Path, *args: str, fault: str | None = None) -> subprocess.CompletedProcess:
-    command = [
+def evaluate_command(out: Path, *args: str) -> list[str]:
+    """The evaluation these tests interrupt and resume: 3 agents x 4 seeds in batches of 2."""
+    return [
         sys.executable,
         str(ROOT / "evaluate.py"),
         "--agents",
@@ -304,7 +305,12 @@ def evaluate(out: Path, *args: str, fault: str | None = None) -> subprocess.Comp
         TINY_JSON,
         *args,
     ]
-    return subprocess.run(command, env={**os.environ, "DUS_ENV_FAULT": fault or ""}, capture_output=True, text=True, timeout=240)
+
+
+def evaluate(out: Path, *args: str, fault: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        evaluate_command(out, *args), env={**os.environ, "DUS_ENV_FAULT": fault or ""}, capture_output=True, text=True, timeout=240
+    )
 
 
 def episode_sets(out: Path) -> tuple[set, set]:
@@ -395,24 +401,7 @@ def test_resuming_with_other_options_is_refused(tmp_path: Path, change: list[str
     out = tmp_path / "results"
     assert evaluate(out, fault="mid_results@3").returncode == -signal.SIGKILL
     before = (out / "episodes.csv").read_text()
-    command = [
-        sys.executable,
-        str(ROOT / "evaluate.py"),
-        "--agents",
-        "uniform",
-        "heuristic",
-        "bss",
-        "--seeds",
-        "4",
-        "--batch-size",
-        "2",
-        "--no-plots",
-        "--out",
-        str(out),
-        "--env-kwargs",
-        TINY_JSON,
-        "--resume",
-    ]
+    command = evaluate_command(out, "--resume")
     index = command.index(change[0])
     command[index + 1 : index + (4 if change[0] == "--agents" else 2)] = change[1:]
     result = subprocess.run(command, capture_output=True, text=True, timeout=240)
