@@ -39,11 +39,10 @@ run's ``config.yml`` is refused, naming it. Every file is written atomically (te
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Annotated
@@ -51,13 +50,29 @@ from typing import Annotated
 import numpy as np
 import torch
 import tyro
+import yaml
 
 import dus_env
+from agents.base import Agent
 from agents.baselines import UniformAgent
 from agents.errors import UsageError
-from agents.runs import VEC_KINDS, Run, lock_run, read_manifest, remove_stale_files, resume_run, start_run, usable_algorithms
+from agents.ray_cluster import usable_cores
+from agents.run_files import CONFIG_FILE
+from agents.runs import (
+    BACKENDS,
+    VEC_KINDS,
+    Run,
+    lock_run,
+    read_manifest,
+    remove_stale_files,
+    resume_run,
+    run_folder,
+    start_run,
+    usable_algorithms,
+)
 from agents.seed_ranges import TRAIN_EVAL_SEEDS
-from agents.training import Trained, as_agent, evaluate_agent, export_only, export_policy, train_model
+from agents.training import as_agent, evaluate_agent, export_only, export_policy, train_model
+from dus_env.extras import MissingExtraError, require
 from dus_env.faults import fault_point
 
 EXIT_USAGE, EXIT_EXPORT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
@@ -86,8 +101,10 @@ class Args:
     ] = "native"
     seed: int = 0
     """seed of the policy, the training episodes and the exploration (small integers: agents/seed_ranges.py)"""
-    hyperparams: Annotated[list[str], tyro.conf.arg(metavar="KEY=VALUE")] = field(default_factory=list)
-    """overrides of agents/hyperparams/<algo>.yml, values in YAML (learning_rate=1e-4 'policy_kwargs=dict(net_arch=[32, 32])')"""
+    hyperparams: Annotated[list[str], tyro.conf.arg(metavar="KEY=VALUE|FILE")] = field(default_factory=list)
+    """overrides of agents/hyperparams/<algo>.yml, values in YAML (learning_rate=1e-4 'policy_kwargs=dict(net_arch=[32, 32])'),
+    or a zoo-style .yml file whose entry for --env (else its default entry) overrides them all (the best.yml of
+    tune_agent.py); later items win (best.yml learning_rate=1e-4)"""
     run_dir: Annotated[str | None, tyro.conf.arg(metavar="DIR")] = None
     """output folder (None: runs/<algo>_<env-name>_<seed>, plus _<hash8> of --env-kwargs/--hyperparams/--n-envs when given)"""
     tensorboard: Annotated[str | None, tyro.conf.arg(metavar="DIR")] = None
@@ -109,6 +126,12 @@ class Args:
     (or finish it), with the settings of its config.yml; only --timesteps may change"""
     progress: bool = True
     """show the progress bar (--no-progress hides it)"""
+    backend: Annotated[str, tyro.conf.arg(help=f"who trains: {' | '.join(BACKENDS)}; rllib is RLlib PPO on Ray (the ray extras)")] = "sb3"
+    address: Annotated[str | None, tyro.conf.arg(metavar="ADDR")] = None
+    """with --backend rllib: the Ray cluster to join (auto, or ray://<head>:10001); None starts Ray in this process"""
+    num_env_runners: Annotated[int | None, tyro.conf.arg(metavar="N")] = None
+    """with --backend rllib: RLlib's remote env runners, each stepping n_envs / N envs as one native vector env
+    (None: 2; 0 samples in the driver process)"""
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Args:
@@ -128,14 +151,6 @@ def given_options(argv: Sequence[str] | None) -> set[str]:
     return given & names
 
 
-def usable_cores() -> int:
-    """The cores this process may run on (``taskset`` / container limits), not all the machine's."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Start or resume the run, train, then :func:`finish`; the exit code says how it ended.
 
@@ -153,27 +168,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message="Training and eval env are not of the same type")
     start_time = time.perf_counter()
     try:
+        check_backend_options(args)
         started = start_run(args, given)
         if started is None:
             return 0
         run = started.run
-        # The native vector env trains all envs in this process and uses every core; with processes
-        # (subproc) or the in-process loop (dummy), one thread per process is fastest for these models.
-        torch.set_num_threads(usable_cores() if run.vec == "native" else 1)
-        trained: Trained
-        trained, interrupted = train_model(started, args.progress)
-    except (UsageError, dus_env.ConfigError) as error:
+        if run.backend == "rllib":
+            from agents.rllib_training import export_rllib_policy, rllib_agent, train_rllib
+
+            trained_rllib, interrupted = train_rllib(started, args.progress, args.address)
+            steps = trained_rllib.num_timesteps
+            agent: Agent = rllib_agent(run, trained_rllib)
+            export: Callable[[], Path] = lambda: export_rllib_policy(run, trained_rllib)  # noqa: E731
+        else:
+            # The native vector env trains all envs in this process and uses every core; with processes
+            # (subproc) or the in-process loop (dummy), one thread per process is fastest for these models.
+            torch.set_num_threads(usable_cores() if run.vec == "native" else 1)
+            trained, interrupted = train_model(started, args.progress)
+            steps = trained.num_timesteps
+            agent = as_agent(run, trained)
+            export = lambda: export_policy(run, trained)  # noqa: E731
+    except (UsageError, dus_env.ConfigError, MissingExtraError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("\ninterrupted before training started: nothing saved", file=sys.stderr)
         return EXIT_INTERRUPTED
+    if interrupted and steps == 0 and run.backend == "rllib":
+        print("\ninterrupted before the first iteration finished: nothing saved", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if interrupted:
         command = f"python train_agent.py --resume --run-dir {run.run_dir}"
-        print(f"\ninterrupted: checkpoint saved at {trained.num_timesteps:,} of {run.total_timesteps:,} steps. Resume with: {command}")
+        print(f"\ninterrupted: checkpoint saved at {steps:,} of {run.total_timesteps:,} steps. Resume with: {command}")
         return EXIT_INTERRUPTED
     try:
-        return finish(run, trained, start_time)
+        return finish(run, agent, steps, export, start_time)
     except KeyboardInterrupt:
         print(
             f"\ninterrupted after training: the final model is saved in {run.run_dir}; "
@@ -183,14 +212,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+def check_backend_options(args: Args) -> None:
+    """``--address`` only with RLlib, and RLlib's extra before anything is written (a missing one is one
+    line, no run folder). ``--resume`` and ``--export-only`` take the backend from the run's ``config.yml``.
+
+    :raises UsageError: ``--address`` for an SB3 run. :raises MissingExtraError: RLlib is not installed.
+    """
+    backend = args.backend
+    if args.resume or args.export_only:
+        backend = saved_backend(args) or backend
+    if args.address is not None and backend != "rllib":
+        raise UsageError("--address only goes with --backend rllib (SB3 trains in this process)")
+    if backend == "rllib":
+        require("ray.rllib", "rllib", "train_agent.py --backend rllib")
+
+
+def saved_backend(args: Args) -> str | None:
+    """The ``backend`` in the ``config.yml`` of the run these options resume (``None``: none readable)."""
+    try:
+        config = yaml.safe_load((run_folder(args) / CONFIG_FILE).read_text())
+    except (OSError, yaml.YAMLError, UsageError, dus_env.ConfigError):
+        return None
+    return str(config.get("backend", "sb3")) if isinstance(config, dict) else None
+
+
 def export_command(args: Args, given: set[str]) -> int:
     """``--export-only``: export a run's final model (or a checkpoint) again, checked against its manifest."""
     try:
+        check_backend_options(args)
         run, config = resume_run(args, given)
         lock_run(run.run_dir)
         remove_stale_files(run.run_dir)
-        out_dir = export_only(run, read_manifest(run, config), args.checkpoint)
-    except (UsageError, dus_env.ConfigError) as error:
+        manifest = read_manifest(run, config)
+        if run.backend == "rllib":
+            from agents.rllib_training import export_rllib_only
+
+            out_dir = export_rllib_only(run, manifest, args.checkpoint, args.address)
+        else:
+            out_dir = export_only(run, manifest, args.checkpoint)
+    except (UsageError, dus_env.ConfigError, MissingExtraError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except (ValueError, OSError) as error:  # a model that does not load for its env
@@ -200,19 +260,23 @@ def export_command(args: Args, given: set[str]) -> int:
     return 0
 
 
-def finish(run: Run, trained: Trained, start_time: float) -> int:
-    """Final evaluation (against uniform sampling on the same seeds), export, one-line summary."""
+def finish(run: Run, agent: Agent, num_timesteps: int, export: Callable[[], Path], start_time: float) -> int:
+    """Final evaluation (against uniform sampling on the same seeds), export, one-line summary.
+
+    :param agent: the trained policy; :param export: writes ``<run_dir>/exported`` (SB3 or RLlib).
+    """
     fault_point("after_final")
-    results = evaluate_agent(as_agent(run, trained), run)
+    results = evaluate_agent(agent, run)
     uniform = evaluate_agent(UniformAgent(run.env_config.observation_layout(), run.env_config.quantity_mapping()), run)
     try:
-        exported = export_policy(run, trained)
+        exported = export()
     except Exception as error:  # the run's files are saved; say so rather than lose them in a traceback
         print(f"error: training finished and was saved in {run.run_dir}, but exporting the policy failed: {error}", file=sys.stderr)
         return EXIT_EXPORT_FAILED
     accuracy = np.array([r.test_accuracy for r in results])
     print(
-        f"done: {run.algo} on {run.env_id}, {trained.num_timesteps:,} steps in {time.perf_counter() - start_time:.0f} s; "
+        f"done: {run.algo}{' (RLlib)' if run.backend == 'rllib' else ''} on {run.env_id}, {num_timesteps:,} steps in "
+        f"{time.perf_counter() - start_time:.0f} s; "
         f"final policy test accuracy {accuracy.mean():.4f} ± {accuracy.std():.4f} over {len(results)} eval episodes "
         f"(uniform sampling {np.mean([r.test_accuracy for r in uniform]):.4f}); run dir {run.run_dir}, policy exported to {exported}"
     )

@@ -20,7 +20,7 @@ import pickle
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -40,33 +40,36 @@ from .run_files import CHECKPOINT_DIR, SB3_CHECKPOINT_PREFIX, VECNORMALIZE_FILE
 # -- TensorBoard: the environment's own quantities -------------------------------------------------------
 
 
-def record_info_scalars(logger: Logger, infos: Sequence[dict[str, Any]]) -> None:
-    """``dus/*`` scalars from env infos, averaged until the next dump.
+def info_scalars(info: dict[str, Any]) -> dict[str, float]:
+    """The ``dus/*`` scalars of one env step's info (empty for an info without them), for any logger.
 
     Every step: quantities, cumulative scores and validation accuracies per modality. At episode
     end: final test accuracy (fused, balanced, per modality), the modality gap and the share of the
-    episode's samples each modality got.
+    episode's samples each modality got. SB3 runs average them until the next dump
+    (:func:`record_info_scalars`), RLlib runs on the env runners (:mod:`agents.rllib_training`).
     """
+    if "quantities" not in info:
+        return {}
+    scalars = {f"dus/quantity_m{j}": float(quantity) for j, quantity in enumerate(info["quantities"])}
+    scalars.update({f"dus/cumulative_score_m{j}": float(score) for j, score in enumerate(info["cumulative_scores"])})
+    scalars.update({f"dus/val_accuracy_m{j}": float(accuracy) for j, accuracy in enumerate(info["val_modality_accuracies"])})
+    scalars["dus/val_fused_accuracy"] = float(info["val_fused_accuracy"])
+    scalars["dus/train_loss"] = float(info["train_loss"])
+    if "test_fused_accuracy" in info:
+        scalars["dus/episode_test_accuracy"] = float(info["test_fused_accuracy"])
+        scalars["dus/episode_test_balanced_accuracy"] = float(info["test_fused_balanced_accuracy"])
+        scalars.update({f"dus/episode_test_accuracy_m{j}": float(accuracy) for j, accuracy in enumerate(info["test_modality_accuracies"])})
+        scalars["dus/episode_modality_gap"] = float(info["test_modality_gap"])
+        totals = np.asarray(info["quantity_totals"], dtype=np.float64)
+        scalars.update({f"dus/episode_share_m{j}": float(share) for j, share in enumerate(totals / max(totals.sum(), 1.0))})
+    return scalars
+
+
+def record_info_scalars(logger: Logger, infos: Sequence[dict[str, Any]]) -> None:
+    """``dus/*`` scalars (:func:`info_scalars`) from env infos, averaged until the next dump."""
     for info in infos:
-        if "quantities" not in info:
-            continue
-        for j, quantity in enumerate(info["quantities"]):
-            logger.record_mean(f"dus/quantity_m{j}", float(quantity))
-        for j, score in enumerate(info["cumulative_scores"]):
-            logger.record_mean(f"dus/cumulative_score_m{j}", float(score))
-        for j, accuracy in enumerate(info["val_modality_accuracies"]):
-            logger.record_mean(f"dus/val_accuracy_m{j}", float(accuracy))
-        logger.record_mean("dus/val_fused_accuracy", float(info["val_fused_accuracy"]))
-        logger.record_mean("dus/train_loss", float(info["train_loss"]))
-        if "test_fused_accuracy" in info:
-            logger.record_mean("dus/episode_test_accuracy", float(info["test_fused_accuracy"]))
-            logger.record_mean("dus/episode_test_balanced_accuracy", float(info["test_fused_balanced_accuracy"]))
-            for j, accuracy in enumerate(info["test_modality_accuracies"]):
-                logger.record_mean(f"dus/episode_test_accuracy_m{j}", float(accuracy))
-            logger.record_mean("dus/episode_modality_gap", float(info["test_modality_gap"]))
-            totals = np.asarray(info["quantity_totals"], dtype=np.float64)
-            for j, share in enumerate(totals / max(totals.sum(), 1.0)):
-                logger.record_mean(f"dus/episode_share_m{j}", float(share))
+        for name, value in info_scalars(info).items():
+            logger.record_mean(name, value)
 
 
 class InfoScalarsCallback(BaseCallback):
@@ -176,9 +179,19 @@ class DUSEvalCallback(EvalCallback):
     ``best_model/`` (``eval_freq`` 0: that evaluation only).
 
     :param eval_freq: env steps between evaluations (0: only at the end).
+    :param on_evaluation: called after every evaluation is logged, with the env steps and the mean return of
+        its episodes (``tune_agent.py`` reports it to Ray Tune); ``None``: nothing is called.
     """
 
-    def __init__(self, eval_env: VecEnv, log: EvaluationLog, eval_seed: int, eval_freq: int, best_dir: Path) -> None:
+    def __init__(
+        self,
+        eval_env: VecEnv,
+        log: EvaluationLog,
+        eval_seed: int,
+        eval_freq: int,
+        best_dir: Path,
+        on_evaluation: Callable[[int, float], None] | None = None,
+    ) -> None:
         super().__init__(
             eval_env,
             callback_on_new_best=SaveBestCallback(best_dir),
@@ -192,6 +205,7 @@ class DUSEvalCallback(EvalCallback):
         self.log = log
         self.eval_seed = eval_seed
         self.every = eval_freq
+        self.on_evaluation = on_evaluation
         self.best_mean_reward = log.best_mean_return
         self._episodes: list[tuple[float, int, float]] = []
         self._next: int | None = None
@@ -220,6 +234,8 @@ class DUSEvalCallback(EvalCallback):
         super()._on_step()
         returns, lengths, accuracies = (list(column) for column in zip(*self._episodes))
         self.log.add(self.num_timesteps, returns, lengths, accuracies)
+        if self.on_evaluation is not None:
+            self.on_evaluation(self.num_timesteps, float(np.mean(returns)))
 
     def _log_success_callback(self, locals_: dict[str, Any], globals_: dict[str, Any]) -> None:
         super()._log_success_callback(locals_, globals_)

@@ -63,6 +63,12 @@ TRAINING_PACKAGES = ("dus_env", "torch", "gymnasium", "stable-baselines3", "sb3-
 #: How the training envs run (``--vec``): the native batched vector env, subprocesses, or one after another.
 VEC_KINDS = ("native", "subproc", "dummy")
 
+#: Who trains (``--backend``): Stable-Baselines3 in this process (every algorithm, DUS-R included), or
+#: RLlib on Ray (PPO; :mod:`agents.rllib_training`).
+BACKENDS = ("sb3", "rllib")
+#: The algorithms the RLlib backend trains.
+RLLIB_ALGOS = ("ppo",)
+
 
 class RunOptions(Protocol):
     """The command-line options a run is made from (``train_agent.Args``; see its help for each)."""
@@ -82,6 +88,8 @@ class RunOptions(Protocol):
     eval_seed: int
     checkpoint_freq: int
     resume: bool
+    backend: str
+    num_env_runners: int | None
 
 
 @dataclass
@@ -103,6 +111,9 @@ class Run:
     run_dir: Path
     tensorboard_dir: Path
     env_config: dus_env.EnvConfig
+    backend: str = "sb3"
+    #: RLlib's remote env runners (``--num-env-runners``); 0 for SB3 runs.
+    num_env_runners: int = 0
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -135,6 +146,8 @@ class Run:
                 "hyperparams": self.hyperparams,
                 "eval": {"freq": self.eval_freq, "episodes": self.eval_episodes, "seed": self.eval_seed},
                 "checkpoint_freq": self.checkpoint_freq,
+                "backend": self.backend,
+                "num_env_runners": self.num_env_runners,
                 # Relative to the run directory when inside it, so that a moved run still resumes.
                 "tensorboard_dir": str(_relative_to(self.tensorboard_dir, self.run_dir)),
                 "env_config": self.env_config.to_dict(),
@@ -230,8 +243,12 @@ def settings_hash(config: dict[str, Any]) -> str:
     but the step budget (``--resume --timesteps`` may raise it). Taken from the saved values, not
     re-resolved ones, so that a field a later dus_env adds to ``EnvConfig`` does not change it."""
     hyperparams = {k: v for k, v in config["hyperparams"].items() if k != "n_timesteps"}
+    # An RLlib run is another run than the SB3 run of the same settings (SB3 runs keep their hashes).
+    backend = {"backend": config["backend"], "num_env_runners": config["num_env_runners"]} if config.get("backend", "sb3") != "sb3" else {}
     return config_hash(
-        {key: config[key] for key in ("algo", "env_id", "env_kwargs", "seed", "n_envs", "env_config")} | {"hyperparams": hyperparams}
+        {key: config[key] for key in ("algo", "env_id", "env_kwargs", "seed", "n_envs", "env_config")}
+        | {"hyperparams": hyperparams}
+        | backend
     )
 
 
@@ -312,13 +329,16 @@ def reset_progress(run: Run) -> None:
 
 
 def remove_stale_files(run_dir: Path) -> None:
-    """Remove what a killed process left half-written: ``.NAME.XXXX.tmp`` files (atomic writes) and
-    ``.exported.*`` folders (an export's staging or retired folder)."""
+    """Remove what a killed process left half-written: ``.NAME.XXXX.tmp`` files (atomic writes),
+    ``.NAME.tmp`` folders (RLlib checkpoints being written) and ``.exported.*`` folders (an export's
+    staging or retired folder)."""
     if not is_run_folder(run_dir):
         return
     for path in run_dir.rglob(".*.tmp"):
         if path.is_file():
             path.unlink(missing_ok=True)
+        elif path.is_dir():  # an RLlib checkpoint being written (agents.rllib_training.save_checkpoint)
+            shutil.rmtree(path, ignore_errors=True)
     for path in run_dir.glob(".exported.*"):
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
@@ -329,6 +349,7 @@ def resolve_run(options: RunOptions) -> Run:
     env id :class:`dus_env.ConfigError`). A step budget the algorithm rounds up is announced in one line."""
     algo = canonical_algo(options.algo)
     env_id = resolve_env_id(options.env)
+    num_env_runners = check_backend(options, algo)
     env_kwargs, overrides = requested_overrides(options)
     if options.timesteps is not None:
         overrides["n_timesteps"] = options.timesteps
@@ -348,7 +369,12 @@ def resolve_run(options: RunOptions) -> Run:
     try:
         total_timesteps, rounding = trained_timesteps(algo, hyperparams, config_of(env).decision_steps)
         hyperparams.update(n_timesteps=total_timesteps)
-        check_algorithm_hyperparams(algo, hyperparams, env)
+        if options.backend == "rllib":
+            from .rllib_config import check_rllib_hyperparams
+
+            check_rllib_hyperparams(hyperparams, num_env_runners)
+        else:
+            check_algorithm_hyperparams(algo, hyperparams, env)
     finally:
         env.close()
     if rounding:
@@ -370,6 +396,8 @@ def resolve_run(options: RunOptions) -> Run:
         run_dir=run_dir,
         tensorboard_dir=Path(options.tensorboard) if options.tensorboard else run_dir / "tb",
         env_config=config_of(env),
+        backend=options.backend,
+        num_env_runners=num_env_runners,
     )
 
 
@@ -426,19 +454,23 @@ def resume_run(options: RunOptions, given: Collection[str] | None = None) -> tup
             run_dir=run_dir,
             tensorboard_dir=run_dir / saved["tensorboard_dir"],
             env_config=config_of(probe),
+            backend=saved.get("backend", "sb3"),
+            num_env_runners=saved.get("num_env_runners", 0),
         )
     except (yaml.YAMLError, KeyError, TypeError) as error:
         raise UsageError(f"{config_path} is damaged or incomplete ({error!r}): start a new run without --resume") from error
     return run, saved
 
 
-def default_run_dir(algo: str, env_id: str, seed: int, overrides: Mapping[str, Any] | None = None) -> Path:
-    """``runs/<algo>_<env-name>_<seed>`` (e.g. ``runs/ppo_Synthetic-v0_0``) for a run with the files'
-    settings, ``runs/<algo>_<env-name>_<seed>_<hash8>`` for one with ``overrides``
-    (:func:`folder_overrides`): two runs that differ in any setting never share a folder, and the
-    same options find the same folder again (``--resume``).
+def default_run_dir(algo: str, env_id: str, seed: int, overrides: Mapping[str, Any] | None = None, backend: str = "sb3") -> Path:
+    """``runs/<algo>_<env-name>_<seed>`` (e.g. ``runs/ppo_Synthetic-v0_0``; RLlib runs
+    ``runs/ppo-rllib_Synthetic-v0_0``) for a run with the files' settings,
+    ``runs/<algo>_<env-name>_<seed>_<hash8>`` for one with ``overrides`` (:func:`folder_overrides`):
+    two runs that differ in any setting never share a folder, and the same options find the same
+    folder again (``--resume``).
     """
-    name = f"{algo}_{env_id.split('/')[-1]}_{seed}"
+    label = algo if backend == "sb3" else f"{algo}-{backend}"
+    name = f"{label}_{env_id.split('/')[-1]}_{seed}"
     if overrides:
         name += "_" + config_hash(lists_for_tuples(dict(overrides)))[:8]
     return Path("runs") / name
@@ -448,10 +480,86 @@ def requested_overrides(options: RunOptions) -> tuple[dict[str, Any], dict[str, 
     """The run's ``--env-kwargs`` and its hyperparameter overrides (``--hyperparams``, with ``--n-envs``
     as ``n_envs``), parsed: ``decision_steps=40`` and ``{"decision_steps": 40}`` give the same values."""
     env_kwargs = parse_env_kwargs(options.env_kwargs)
-    overrides = parse_key_values(options.hyperparams, "--hyperparams")
+    overrides = parse_hyperparams(options.hyperparams, options.env)
     if options.n_envs is not None:
         overrides["n_envs"] = options.n_envs
     return env_kwargs, overrides
+
+
+#: Suffixes that make a ``--hyperparams`` item (without ``=``) a zoo-style hyperparameter file.
+HYPERPARAMS_FILE_SUFFIXES = (".yml", ".yaml")
+
+
+def parse_hyperparams(items: list[str], env: str) -> dict[str, Any]:
+    """``--hyperparams``: ``key=value`` items and zoo-style hyperparameter files, read in order, later items winning.
+
+    A file item (``best.yml`` of ``tune_agent.py``, or any rl-baselines3-zoo file) gives every value of its
+    entry for ``env`` (:func:`hyperparams_file_entry`); a ``key=value`` item after it replaces that whole
+    top-level value, as every override does. Why overrides and not another base file: then the file's values
+    name the run folder, reach ``config.yml`` and are compared on ``--resume`` like any other override.
+    """
+    return hyperparams_with_sources(items, env)[0]
+
+
+def is_hyperparams_file(item: str) -> bool:
+    """Whether a ``--hyperparams`` item names a file (``best.yml``) rather than setting a ``key=value``."""
+    return Path(item).suffix.lower() in HYPERPARAMS_FILE_SUFFIXES and ("=" not in item or Path(item).is_file())
+
+
+def hyperparams_with_sources(items: list[str], env: str) -> tuple[dict[str, Any], set[str]]:
+    """:func:`parse_hyperparams`, and the keys whose value comes from a file item (a later ``key=value``
+    item takes its key back): ``--resume`` does not read a file's ``n_timesteps`` as a new budget."""
+    overrides: dict[str, Any] = {}
+    from_files: set[str] = set()
+    pairs: list[str] = []
+    for item in items:
+        if is_hyperparams_file(item):
+            overrides.update(parse_key_values(pairs, "--hyperparams"))
+            from_files -= {pair.partition("=")[0].strip() for pair in pairs}
+            pairs = []
+            entry = hyperparams_file_entry(Path(item), resolve_env_id(env))
+            overrides.update(entry)
+            from_files |= set(entry)
+        else:
+            pairs.append(item)
+    overrides.update(parse_key_values(pairs, "--hyperparams"))
+    from_files -= {pair.partition("=")[0].strip() for pair in pairs}
+    return overrides, from_files
+
+
+def hyperparams_file_entry(path: Path, env_id: str) -> dict[str, Any]:
+    """The entry of a zoo-style hyperparameter file for ``env_id``, else its ``default`` entry: the entry
+    :func:`agents.sb3_agent.load_hyperparams` (and rl-baselines3-zoo) would pick, used as it is.
+
+    :param env_id: the run's resolved env id (``dus_env/Synthetic-v0``).
+    :raises UsageError: a missing or unreadable file, invalid YAML, or no entry for the env; one line that
+        names ``--hyperparams``, the file and, when no entry fits, the ids the file has.
+    """
+    try:
+        entries = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise UsageError(f"--hyperparams {path}: cannot read the hyperparameter file ({error.strerror or error})") from error
+    except yaml.YAMLError as error:
+        raise invalid_yaml(f"--hyperparams {path}", error) from error
+    if not isinstance(entries, dict) or not entries or not all(isinstance(entry, dict) for entry in entries.values()):
+        raise UsageError(
+            f"--hyperparams {path} is not a zoo-style hyperparameter file: expected env ids (or 'default') "
+            "mapped to dicts of hyperparameters"
+        )
+    key = env_id if env_id in entries else "default"
+    if key not in entries:
+        raise UsageError(
+            f"--hyperparams {path} has no entry for {env_id!r} and no 'default' entry: its entries are {', '.join(map(str, entries))}"
+        )
+    return {str(name): yaml_number(value) for name, value in entries[key].items()}
+
+
+def invalid_yaml(subject: str, error: yaml.YAMLError) -> UsageError:
+    """``<subject> is not valid YAML at line N: <problem>``: one line for any YAML file a user gives
+    (``--hyperparams FILE``, a search space), with the line PyYAML found the problem on."""
+    mark = getattr(error, "problem_mark", None)
+    where = f" at line {mark.line + 1}" if mark is not None else ""
+    return UsageError(f"{subject} is not valid YAML{where}: {getattr(error, 'problem', None) or error}")
 
 
 def folder_overrides(env_kwargs: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -464,7 +572,7 @@ def folder_overrides(env_kwargs: Mapping[str, Any], overrides: Mapping[str, Any]
 
 #: Run options that name the folder too when they differ from their defaults: two runs that differ
 #: only in how they are evaluated, checkpointed or vectorised are still two runs.
-FOLDER_OPTIONS = ("vec", "eval_freq", "eval_episodes", "eval_seed", "checkpoint_freq")
+FOLDER_OPTIONS = ("vec", "eval_freq", "eval_episodes", "eval_seed", "checkpoint_freq", "num_env_runners")
 
 
 def run_folder(options: RunOptions) -> Path:
@@ -484,10 +592,19 @@ def run_folder(options: RunOptions) -> Path:
     named = folder_overrides(env_kwargs, changed)
     if dataclasses.is_dataclass(options) and not isinstance(options, type):
         defaults = type(options)()
-        run_options = {name: getattr(options, name) for name in FOLDER_OPTIONS if getattr(options, name) != getattr(defaults, name)}
+        run_options = {
+            name: getattr(options, name)
+            for name in FOLDER_OPTIONS
+            if getattr(options, name) != getattr(defaults, name) and not _is_default_runners(name, getattr(options, name))
+        }
         if run_options:
             named["run"] = run_options
-    return default_run_dir(algo, env_id, options.seed, named)
+    return default_run_dir(algo, env_id, options.seed, named, options.backend)
+
+
+def _is_default_runners(name: str, value: Any) -> bool:
+    """``--num-env-runners`` given as its default names the same folder as left out."""
+    return name == "num_env_runners" and value == DEFAULT_ENV_RUNNERS
 
 
 def changed_settings(options: RunOptions, saved: dict[str, Any], run_dir: Path, given: Collection[str] | None) -> list[str]:
@@ -512,6 +629,8 @@ def changed_settings(options: RunOptions, saved: dict[str, Any], run_dir: Path, 
         "eval_episodes": (lambda: options.eval_episodes, saved["eval"]["episodes"]),
         "eval_seed": (lambda: options.eval_seed, saved["eval"]["seed"]),
         "checkpoint_freq": (lambda: options.checkpoint_freq, saved["checkpoint_freq"]),
+        "backend": (lambda: options.backend, saved.get("backend", "sb3")),
+        "num_env_runners": (lambda: options.num_env_runners, saved.get("num_env_runners", 0)),
         "tensorboard": (lambda: Path(options.tensorboard or ".").resolve(), (run_dir / saved["tensorboard_dir"]).resolve()),
     }
     changed = []
@@ -519,9 +638,13 @@ def changed_settings(options: RunOptions, saved: dict[str, Any], run_dir: Path, 
         if name in names and value() != saved_value:
             changed.append(f"--{name.replace('_', '-')} gives {value()!r}, the run has {saved_value!r}")
     if "hyperparams" in names:
+        from_files = hyperparams_with_sources(options.hyperparams, options.env)[1]
         for key, value in overrides.items():
             if key == "n_timesteps":
-                changed.append(f"--hyperparams n_timesteps={value!r} is not how a resumed run gets more steps: pass --timesteps {value}")
+                # A file's n_timesteps (best.yml's) is its budget, not a request: only a key=value one is refused.
+                if key not in from_files and yaml_number(value) != hyperparams.get(key):
+                    message = f"--hyperparams n_timesteps={value!r} is not how a resumed run gets more steps"
+                    changed.append(f"{message}: pass --timesteps {value}")
             elif lists_for_tuples(yaml_number(value)) != hyperparams.get(key):
                 option = "--n-envs" if key == "n_envs" and options.n_envs is not None else f"--hyperparams {key}"
                 changed.append(f"{option}={value!r} differs from the run's {key}={hyperparams.get(key)!r}")
@@ -606,6 +729,32 @@ def canonical_algo(name: str) -> str:
     if reason is not None:
         raise UsageError(f"--algo {name}: {algorithm.__name__} {reason}; algorithms that work: {', '.join(usable_algorithms())}")
     return algorithm.__name__.lower()
+
+
+def check_backend(options: RunOptions, algo: str) -> int:
+    """``--backend`` and the options only it takes; returns the run's env runner count (0 for SB3).
+
+    :raises UsageError: an unknown backend, an algorithm the backend does not train, or
+        ``--num-env-runners`` without ``--backend rllib``.
+    """
+    if options.backend not in BACKENDS:
+        raise UsageError(f"--backend={options.backend!r} is invalid: expected one of {', '.join(BACKENDS)}")
+    if options.backend == "sb3":
+        if options.num_env_runners is not None:
+            raise UsageError("--num-env-runners only goes with --backend rllib (SB3 runs its envs as --vec says)")
+        return 0
+    if algo not in RLLIB_ALGOS:
+        raise UsageError(f"--backend rllib trains {', '.join(RLLIB_ALGOS)} only, not --algo {algo}: pass --algo ppo, or --backend sb3")
+    runners = DEFAULT_ENV_RUNNERS if options.num_env_runners is None else options.num_env_runners
+    if runners < 0:
+        raise UsageError(f"--num-env-runners={runners} is invalid: expected 0 (sample in the driver) or more remote env runners")
+    return runners
+
+
+#: ``--num-env-runners`` when not given: two remote runners, each stepping half the envs as one native
+#: vector env, were the fastest on the 2-core test machine (docs/performance.md: 0.99x SB3's steps/s,
+#: against 0.71x when the driver samples); a cluster wants one per core it offers.
+DEFAULT_ENV_RUNNERS = 2
 
 
 def trained_timesteps(algo: str, hyperparams: Mapping[str, Any], decision_steps: int) -> tuple[int, str | None]:

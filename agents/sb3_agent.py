@@ -510,10 +510,24 @@ class SB3Agent(Agent):
         return cls(layout, mapping, model, vec_normalize)
 
 
+def _backend_of(run_dir: Path) -> str | None:
+    """The ``backend`` a ``train_agent.py`` run folder's ``config.yml`` names (``None``: no readable one)."""
+    try:
+        config = yaml.safe_load((run_dir / CONFIG_FILE).read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return config.get("backend", "sb3") if isinstance(config, dict) else None
+
+
 def _model_path(path: Path) -> Path:
     if path.is_dir():
         if (path / SB3_FINAL_FILE).is_file():
             return path / SB3_FINAL_FILE
+        if _backend_of(path) == "rllib":
+            raise FileNotFoundError(
+                f"{path} is an RLlib run (train_agent.py --backend rllib), not an SB3 model: "
+                f"evaluate its export, exported:{path / 'exported'}"
+            )
         zoo = find_zoo_run(path)
         if zoo is not None:
             if zoo.model.is_file():

@@ -19,6 +19,7 @@ constant                    seeds                    used by
 ``MIX_DESIGN_SEEDS``        70,000 - 79,999          the mix benchmarks' design (70,000 up)
 ``PLUGIN_TABLE_SEEDS``      80,000 - 89,999          ``bench/plugin_table.py`` (80,000 up)
 ``TRAIN_EVAL_SEEDS``        1,000,000 - 1,099,999    ``train_agent.py --eval-seed`` (in-training eval)
+``SWEEP_EVAL_SEEDS``        1,100,000 - 1,199,999    ``tune_agent.py --eval-seed`` (choosing hyperparameters)
 ``RESUME_SEEDS``            2**31 - 2**31 + 2**30    training envs of a resumed SB3 run
 ``DUS_R_GROUP_SEEDS``       2**31 + 2**30 - 2**32    DUS-R's episode groups (drawn at random)
 ==========================  =======================  ===============================================
@@ -66,6 +67,11 @@ PLUGIN_TABLE_SEEDS = range(80_000, 90_000)
 #: evaluation and every run, far above what ``evaluate.py`` and the tables use.
 TRAIN_EVAL_SEEDS = range(1_000_000, 1_100_000)
 
+#: ``tune_agent.py``'s trials are evaluated (and their hyperparameters chosen) on these: a range of its own,
+#: so a run trained with the chosen ``best.yml`` is evaluated during training (``TRAIN_EVAL_SEEDS``) and
+#: by ``evaluate.py`` on instances the choice never saw.
+SWEEP_EVAL_SEEDS = range(1_100_000, 1_200_000)
+
 #: A resumed SB3 run reseeds its training envs in this range (:func:`agents.training.resume_seed`):
 #: above every seed evaluation uses, with room below ``2**32`` (the largest seed SB3's global
 #: seeding, ``numpy.random.seed``, accepts) for the ``+ i`` that env ``i`` adds.
@@ -92,6 +98,7 @@ ALL_RANGES: dict[str, range] = {
     "mix design": MIX_DESIGN_SEEDS,
     "plugin table": PLUGIN_TABLE_SEEDS,
     "in-training evaluation": TRAIN_EVAL_SEEDS,
+    "sweep evaluation": SWEEP_EVAL_SEEDS,
     "resume": RESUME_SEEDS,
     "DUS-R groups": DUS_R_GROUP_SEEDS,
 }

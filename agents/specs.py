@@ -206,6 +206,23 @@ def resolve_spec(spec: AgentSpec | str, env_id: str) -> AgentSpec:
     return dataclasses.replace(spec, text=f"{spec.kind}:{path}{_bss_suffix(spec.row_order)}", path=path)
 
 
+def absolute_spec(text: str, cwd: Path | None = None) -> str:
+    """The spec text (no ``NAME=`` prefix) with its model path made absolute against ``cwd`` (default: this
+    process's working folder); a spec without a path unchanged.
+
+    Why: ``evaluate.py --backend ray`` builds agents in Ray workers, whose working folder is not the
+    driver's (on a cluster, not even its machine): ``ppo:runs/ppo_Synthetic-v0_0`` must name the driver's
+    folder there. Only the jobs sent to the workers change; labels and the specs in result files stay as given.
+    """
+    spec = parse_spec(text)
+    if spec.path is None:
+        return text
+    path = Path(spec.path).expanduser()
+    if not path.is_absolute():
+        path = (cwd or Path.cwd()) / path
+    return f"{spec.kind}:{path}{_bss_suffix(spec.row_order)}"
+
+
 def with_unique_labels(specs: Sequence[AgentSpec]) -> list[AgentSpec]:
     """The specs with distinct display names: default names that collide become the full spec text.
 

@@ -151,9 +151,12 @@ def load_first(start: RunStart, load: Callable[[int], T]) -> T:
     raise UsageError(f"no checkpoint of {start.run.run_dir} loads (see above): start a new run with another --run-dir")
 
 
-def train_model(start: RunStart, progress: bool) -> tuple[BaseAlgorithm, bool]:
+def train_model(start: RunStart, progress: bool, on_evaluation: Callable[[int, float], None] | None = None) -> tuple[BaseAlgorithm, bool]:
     """Train an algorithm (SB3, sb3-contrib or DUS-R) from the beginning, or continue it from the newest checkpoint that loads.
 
+    :param on_evaluation: called after every evaluation during training with the env steps and the mean
+        return of the evaluation episodes (:class:`agents.callbacks.DUSEvalCallback`; ``tune_agent.py``
+        reports it to Ray Tune).
     :return: the model and whether Ctrl-C stopped training.
     """
     run = start.run
@@ -207,7 +210,7 @@ def train_model(start: RunStart, progress: bool) -> tuple[BaseAlgorithm, bool]:
         eval_venv = VecNormalize(eval_venv, training=False, **{**norm_kwargs, "norm_reward": False})
     log = EvaluationLog(run.run_dir / "eval" / "evaluations.npz", keep_until=model.num_timesteps)
     # Every eval_freq steps, and always at the end (eval_freq 0: only then); the final log dump comes first.
-    evaluations = DUSEvalCallback(eval_venv, log, run.eval_seed, run.eval_freq, run.best_dir)
+    evaluations = DUSEvalCallback(eval_venv, log, run.eval_seed, run.eval_freq, run.best_dir, on_evaluation)
     callbacks: list[BaseCallback] = [
         InfoScalarsCallback(),
         checkpoints,

@@ -26,7 +26,7 @@ from .sampler import DUSSampler, MissingValidationError, participation_masks
 from .tasks import FeatureFileError, FeaturesTaskConfig, MFeatTaskConfig, MixtureTaskConfig, SyntheticTaskConfig
 from .validation import ConfigError, UnknownOptionError
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 
 try:
     import gymnasium  # noqa: F401

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -47,3 +49,47 @@ def make_tiny_env(features_file: Path) -> Callable[..., gym.Env]:
         return gym.make(env_id, **kwargs)
 
     return make
+
+
+def _has_ray_extras() -> bool:
+    """Whether Ray, Tune and RLlib are installed (found, not imported: RLlib takes seconds to import)."""
+    import importlib.util
+
+    try:
+        return all(importlib.util.find_spec(name) is not None for name in ("ray", "ray.tune", "ray.rllib"))
+    except ImportError:  # no ray: its submodules cannot be looked up
+        return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``ray``-marked tests need the ``ray``/``rllib`` extras: skipped without them in a plain run, but an
+    error when asked for with ``-m ray`` (CI installs the extras first; a skip there would hide them)."""
+    ray_items = [item for item in items if item.get_closest_marker("ray") is not None]
+    if not ray_items or _has_ray_extras():
+        return
+    from dus_env.extras import install_command
+
+    expression = re.sub(r"[()]", " ", config.option.markexpr or "")
+    if re.search(r"\bray\b", expression) and not re.search(r"\bnot\s+ray\b", expression):
+        raise pytest.UsageError(
+            f"-m ray selects tests that need the ray and rllib extras, which are not installed: {install_command('rllib')}"
+        )
+    skip = pytest.mark.skip(reason=f"needs the ray and rllib extras: {install_command('rllib')}")
+    for item in ray_items:
+        item.add_marker(skip)
+
+
+def tiny_env_kwargs_json(**changes: Any) -> str:
+    """``--env-kwargs`` of the tiny config (:data:`dus_env.TINY_OVERRIDES`, with ``changes`` over it) as one
+    JSON object: the form every driver takes, nested learner values and tuples included (JSON writes tuples as lists)."""
+    return json.dumps({**TINY_OVERRIDES, **changes})
+
+
+def release_locks() -> None:
+    """A test process that starts several runs lets go of their folders' locks (``agents.folder_lock``
+    holds each until the process ends, as a driver's run folder must be)."""
+    from agents import folder_lock
+
+    for handle in folder_lock._held:
+        handle.close()
+    folder_lock._held.clear()

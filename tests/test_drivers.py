@@ -222,6 +222,7 @@ def test_one_user_error_class() -> None:
     [
         ("dus-train", "train_agent:main", "Train a sampling policy"),
         ("dus-evaluate", "evaluate:main", "Benchmark sampling agents"),
+        ("dus-tune", "tune_agent:main", "Sweep an algorithm's hyperparameters"),
     ],
 )
 def test_console_entry_points_are_the_scripts(command: str, target: str, title: str) -> None:

@@ -427,6 +427,7 @@ def test_malformed_suites_file_is_a_one_line_error(content: str, message: str, t
         (["--env-kwargs", "decision_steps=0"], "decision_steps=0 is invalid"),
         (["--workers", "0"], "--workers 0 is invalid"),
         (["--batch-size", "0"], "--batch-size 0 is invalid"),
+        (["--address", "auto"], "--address auto needs --backend ray"),
     ],
 )
 def test_bad_input_exits_with_one_line(argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -549,3 +550,12 @@ def test_too_few_pairs_or_a_constant_difference_get_no_t_test() -> None:
         assert math.isnan(result.t_pvalue) and not result.significant()
         assert format_pvalue(result.t_pvalue) == "—"
     assert constant.mean_diff == pytest.approx(0.1)
+
+
+def test_episode_files_are_rewritten_as_the_finished_episodes_grow_by_a_quarter() -> None:
+    """Whole-file rewrites after every batch would cost time quadratic in the batches."""
+    evaluate = load_evaluate()
+    pace = evaluate.SavePace(0)
+    assert [n for n in range(1, 41) if pace.due(n)] == [1, 2, 3, 4, 5, 7, 9, 12, 15, 19, 24, 30, 38]
+    resumed = evaluate.SavePace(100)  # a resumed evaluation counts what it already holds
+    assert not resumed.due(120) and resumed.due(125)
