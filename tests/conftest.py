@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,12 @@ import numpy as np
 import pytest
 
 from dus_env import TINY_OVERRIDES
+
+# A test run started in the background of a non-interactive shell (``cmd &``) starts with SIGINT
+# ignored, and its child processes inherit that: the tests that Ctrl-C a real run would see it ignored
+# and wait until their timeout. A handler set here is reset to the default in every child (exec).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def write_features_file(
