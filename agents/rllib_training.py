@@ -37,7 +37,7 @@ from dus_env.faults import fault_point
 from dus_env.policy_artifact import write_policy_artifact
 
 from .base import Agent
-from .callbacks import EvaluationLog, deferred_interrupts, info_scalars
+from .callbacks import EvaluationLog, deferred_interrupts, info_scalars, next_multiple
 from .manifest import RunManifest, damage, record_checkpoint, record_export, record_final
 from .ray_cluster import connect
 from .rllib_config import rllib_ppo_settings
@@ -292,8 +292,8 @@ def train_rllib(start: RunStart, progress: bool, address: str | None) -> tuple[R
     log = EvaluationLog(run.run_dir / "eval" / "evaluations.npz", keep_until=steps)
     bar = tqdm(total=run.total_timesteps, initial=steps, unit="step", desc="rllib ppo", disable=not progress, dynamic_ncols=True)
     interrupted = False
-    next_checkpoint = _next_multiple(steps, run.checkpoint_freq)
-    next_eval = _next_multiple(steps, run.eval_freq)
+    next_checkpoint = next_multiple(steps, run.checkpoint_freq)
+    next_eval = next_multiple(steps, run.eval_freq)
     try:
         while steps < run.total_timesteps:
             began = time.perf_counter()
@@ -309,11 +309,11 @@ def train_rllib(start: RunStart, progress: bool, address: str | None) -> tuple[R
                 break
             if next_eval is not None and steps >= next_eval and steps < run.total_timesteps:
                 evaluate_now(run, algo, log, writer, steps)
-                next_eval = _next_multiple(steps, run.eval_freq)
+                next_eval = next_multiple(steps, run.eval_freq)
             if next_checkpoint is not None and steps >= next_checkpoint and steps < run.total_timesteps:
                 saved = steps  # first: a Ctrl-C held during the save is raised after it is recorded
                 save_run_checkpoint(algo, run.run_dir, steps)
-                next_checkpoint = _next_multiple(steps, run.checkpoint_freq)
+                next_checkpoint = next_multiple(steps, run.checkpoint_freq)
     except KeyboardInterrupt:  # between iterations, while evaluating or logging
         interrupted = True
     finally:
@@ -347,10 +347,6 @@ def evaluate_now(run: Run, algo: Any, log: EvaluationLog, writer: Any, steps: in
     if is_best:
         with deferred_interrupts():
             write_artifact(run, actor, run.best_dir, steps)
-
-
-def _next_multiple(done: int, every: int) -> int | None:
-    return None if every <= 0 else (done // every + 1) * every
 
 
 # -- export ------------------------------------------------------------------------------------------------
