@@ -54,6 +54,7 @@ from .sb3_agent import (
     run_settings,
     sb3_constructor_kwargs,
     vec_normalize_kwargs,
+    zoo_entry,
 )
 
 #: Distributions whose versions ``config.yml`` records (with Python's).
@@ -546,12 +547,12 @@ def hyperparams_file_entry(path: Path, env_id: str) -> dict[str, Any]:
             f"--hyperparams {path} is not a zoo-style hyperparameter file: expected env ids (or 'default') "
             "mapped to dicts of hyperparameters"
         )
-    key = env_id if env_id in entries else "default"
-    if key not in entries:
+    entry = zoo_entry(entries, env_id)
+    if entry is None:
         raise UsageError(
             f"--hyperparams {path} has no entry for {env_id!r} and no 'default' entry: its entries are {', '.join(map(str, entries))}"
         )
-    return {str(name): yaml_number(value) for name, value in entries[key].items()}
+    return {str(name): yaml_number(value) for name, value in entry.items()}
 
 
 def invalid_yaml(subject: str, error: yaml.YAMLError) -> UsageError:

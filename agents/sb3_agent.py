@@ -171,8 +171,6 @@ def load_hyperparams(
     :param directory: folder holding the ``.yml`` files.
     :raises UsageError: missing or malformed file, or neither a ``default`` nor an ``env_id`` entry.
     """
-    from dus_env.registration import NAMESPACE
-
     path = hyperparams_file(algo, directory)
     if not path.is_file():
         raise UsageError(f"no hyperparameter file for {algo!r}: expected {path.with_name(algo.lower() + '.yml')} or {path}")
@@ -182,13 +180,25 @@ def load_hyperparams(
         raise UsageError(f"hyperparameter file {path} is not valid YAML: {error}") from error
     if not isinstance(entries, dict) or not all(isinstance(v, dict) for v in entries.values()):
         raise UsageError(f"hyperparameter file {path} must map 'default' and env ids to dicts of hyperparameters")
+    entry = zoo_entry(entries, env_id)
+    if entry is None:
+        raise UsageError(f"{path} has neither a 'default' entry nor one for {env_id!r}; it has {sorted(entries)}")
+    return {name: yaml_number(value) for name, value in {**entry, **dict(overrides or {})}.items()}
+
+
+def zoo_entry(entries: Mapping[str, Any], env_id: str) -> dict[str, Any] | None:
+    """The entry of a zoo-style hyperparameter file (``entries``: env ids or ``default`` -> dicts) that
+    rl-baselines3-zoo uses for ``env_id``: its own (``Synthetic-v0`` also found as
+    ``dus_env/Synthetic-v0``), else ``default``; ``None`` when there is neither. Every reader of such
+    files (``agents/hyperparams/<algo>.yml``, ``--hyperparams FILE``) picks through this one function.
+
+    A deep copy: entries written with ``<<: *default`` share their nested values (``normalize``, ...).
+    """
+    from dus_env.registration import NAMESPACE
+
     names = [env_id] if "/" in env_id else [env_id, f"{NAMESPACE}/{env_id}"]
     key = next((name for name in names if name in entries), "default")
-    if key not in entries:
-        raise UsageError(f"{path} has neither a 'default' entry nor one for {env_id!r}; it has {sorted(entries)}")
-    # A deep copy: entries written with `<<: *default` share their nested values (normalize, ...).
-    chosen = {**copy.deepcopy(entries[key]), **dict(overrides or {})}
-    return {name: yaml_number(value) for name, value in chosen.items()}
+    return copy.deepcopy(dict(entries[key])) if key in entries else None
 
 
 def parse_key_values(pairs: Sequence[str], what: str = "--hyperparams") -> dict[str, Any]:
